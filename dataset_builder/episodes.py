@@ -23,7 +23,7 @@ NOISE_ACTIONS = (Actions.left, Actions.right, Actions.forward)
 MAX_NOISE_SEGMENT = 5
 
 # Failure reasons, as counted in the dataset card.
-FAILURE_REASONS = ("truncated", "bot_error", "box_opened", "unsuccessful", "template_gap")
+FAILURE_REASONS = ("truncated", "bot_error", "box_opened", "unsuccessful")
 
 
 @dataclass
@@ -63,6 +63,9 @@ class TemplateGapError(ThoughtTemplateError):
         )
         self.level, self.seed, self.step, self.detail = level, seed, step, detail
 
+    def __reduce__(self):  # travels between worker processes intact
+        return type(self), (self.level, self.seed, self.step, self.detail)
+
 
 def make_env(level: str) -> gym.Env:
     """The registered BabyAI environment ``level``, with a clear error for unknown ids."""
@@ -95,7 +98,11 @@ def noise_thought(rng: np.random.Generator) -> str:
         reasons = ("to complete pickup mission", "to complete PutNext mission", "resume previous carrying")
         return f"pickup {color} {obj} {reasons[rng.integers(len(reasons))]}"
     if kind == 3:
-        reasons = ("to complete PutNext mission", "after open the door", "temporary to remove blocking object")
+        reasons = (
+            "to complete PutNext mission",
+            "after open the door",
+            "temporary to remove blocking object",
+        )
         return f"drop {color} {obj} {reasons[rng.integers(len(reasons))]}"
     return f"remove blocking object {color} {obj}"
 

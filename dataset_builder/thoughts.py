@@ -176,8 +176,16 @@ class ThoughtBot(BabyAIBot):
         pattern = None
         if isinstance(actor, OpenSubgoal):
             if kinds == ["Pickup", "GoNextTo", "Open", "GoNextTo", "Pickup", "GoNextTo", "Drop", "GoNextTo"]:
-                pattern = [PICK_UP_PREVIOUS_CARRYING, carrying, actor.note, TO_OPEN_IT,
-                           TO_UNLOCK_THE_DOOR, TO_FIND_A_KEY, TEMPORARY_TO_FIND_THE_KEY, TO_DROP_IT_TEMPORARY]
+                pattern = [
+                    PICK_UP_PREVIOUS_CARRYING,
+                    carrying,
+                    actor.note,
+                    TO_OPEN_IT,
+                    TO_UNLOCK_THE_DOOR,
+                    TO_FIND_A_KEY,
+                    TEMPORARY_TO_FIND_THE_KEY,
+                    TO_DROP_IT_TEMPORARY,
+                ]
             elif kinds == ["Open", "GoNextTo", "Pickup", "GoNextTo"]:
                 pattern = [actor.note, TO_OPEN_IT, TO_UNLOCK_THE_DOOR, TO_FIND_A_KEY]
             elif kinds == ["Close"]:
@@ -193,10 +201,26 @@ class ThoughtBot(BabyAIBot):
                 pattern = [TO_DROP_IT]
             elif kinds == ["Open"]:  # a closed door on the path
                 pattern = [None]
-            elif kinds == ["Pickup", "GoNextTo", "Drop", "GoNextTo", "Pickup", "GoNextTo", "Drop", "GoNextTo"]:
-                pattern = [RESUME_PREVIOUS_CARRYING, carrying, PLACE_BLOCKING_OBJECT, TO_DROP_IT,
-                           REMOVE_BLOCKING_OBJECT, fwd_cell, TEMPORARY_REMOVE_BLOCKING_OBJECT,
-                           TO_DROP_IT_TEMPORARY]
+            elif kinds == [
+                "Pickup",
+                "GoNextTo",
+                "Drop",
+                "GoNextTo",
+                "Pickup",
+                "GoNextTo",
+                "Drop",
+                "GoNextTo",
+            ]:
+                pattern = [
+                    RESUME_PREVIOUS_CARRYING,
+                    carrying,
+                    PLACE_BLOCKING_OBJECT,
+                    TO_DROP_IT,
+                    REMOVE_BLOCKING_OBJECT,
+                    fwd_cell,
+                    TEMPORARY_REMOVE_BLOCKING_OBJECT,
+                    TO_DROP_IT_TEMPORARY,
+                ]
             elif kinds == ["Drop", "GoNextTo", "Pickup"]:
                 pattern = [PLACE_BLOCKING_OBJECT, TO_DROP_IT, REMOVE_BLOCKING_OBJECT]
         elif isinstance(actor, ExploreSubgoal):
@@ -265,6 +289,10 @@ class ThoughtBot(BabyAIBot):
                 raise ThoughtTemplateError(f"'{note}' but the target is not a door: {target}")
             return self._open_sentence(ObjectRef.of(target), locked, below.note)
         if note in (TO_DROP_IT, TO_DROP_IT_TEMPORARY):
+            if isinstance(below, GoNextToSubgoal) and below.note in (TO_DROP_IT, TO_DROP_IT_TEMPORARY):
+                # A step aside for a PutNext target blocked by an open door (pushed on top of the
+                # PutNext GoNextTo, not on the Drop): it serves the same drop, so it says the same.
+                return self._go_next_to_sentence(index - 1)
             self._expect_below(below, DropSubgoal, note)
             return self._drop_sentence(self._carried(), below.note)
         self._expect_below(below, PickupSubgoal, note)
