@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -21,31 +19,6 @@ SPLITS = ("train", "validation", "test")
 TOKEN = "hf_test_publish_token"
 REPO_ID = "thought-org/babyai-thoughts"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def generated_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real dataset folder, made by the generator CLI exactly as a user would before pushing."""
-    root = tmp_path_factory.mktemp("generated") / "dataset"
-    command = [
-        sys.executable,
-        "-m",
-        "dataset_builder",
-        "generate",
-        "--level",
-        LEVEL,
-        "--episodes",
-        "12",
-        "--splits",
-        "train=0.5,validation=0.25,test=0.25",
-        "--num-proc",
-        "1",
-        "--output",
-        str(root),
-    ]
-    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"dataset generation failed:\n{done.stdout}\n{done.stderr}"
-    return root
 
 
 @pytest.fixture

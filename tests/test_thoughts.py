@@ -1,0 +1,146 @@
+"""The thought bot: reference traces word for word, the installed bot's actions, noise, loud gaps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from minigrid.utils.baby_ai_bot import BabyAIBot, GoNextToSubgoal, PickupSubgoal
+
+from dataset_builder.episodes import (
+    MAX_NOISE_SEGMENT,
+    Episode,
+    EpisodeFailure,
+    TemplateGapError,
+    make_env,
+    reset_quietly,
+    run_episode,
+)
+from dataset_builder.thoughts import ThoughtBot, ThoughtTemplateError
+from hf_thought_cloning.vocabulary import split_words, thought_vocabulary
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tc-thought-examples.jsonl"
+LOCAL_REFERENCE = Path(__file__).with_name("data") / "tc-thought-examples.jsonl"
+
+
+def _reference_episodes() -> list[dict]:
+    path = LOCAL_REFERENCE if LOCAL_REFERENCE.is_file() else REFERENCE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("reference", _reference_episodes(), ids=lambda r: f"{r['level']}-{r['seed']}")
+def test_reference_traces_match_word_for_word(reference):
+    episode = run_episode(make_env(reference["level"]), reference["level"], reference["seed"])
+    assert isinstance(episode, Episode)
+    assert episode.mission == reference["mission"]
+    assert episode.actions == reference["actions"]
+    assert episode.thoughts == reference["thoughts"]
+
+
+def _plain_bot_actions(level: str, seed: int) -> list[int]:
+    env = make_env(level)
+    reset_quietly(env, seed)
+    bot, actions = BabyAIBot(env), []
+    while True:
+        action = bot.replan()
+        actions.append(int(action))
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            return actions
+
+
+@pytest.mark.parametrize(
+    "level",
+    ["BabyAI-MiniBossLevel-v0", "BabyAI-SynthLoc-v0", "BabyAI-UnblockPickup-v0", "BabyAI-KeyCorridorS3R3-v0"],
+)
+def test_actions_identical_to_installed_bot(level):
+    env = make_env(level)
+    for seed in range(100, 115):
+        episode = run_episode(env, level, seed)
+        assert episode.actions == _plain_bot_actions(level, seed), (level, seed)
+
+
+def _noisy_runs(noisy: list[bool]) -> list[tuple[int, int]]:
+    """(start, stop) of each maximal run of noisy steps."""
+    runs, start = [], None
+    for step, flag in enumerate([*noisy, False]):
+        if flag and start is None:
+            start = step
+        elif not flag and start is not None:
+            runs.append((start, step))
+            start = None
+    return runs
+
+
+def test_noise_segments_flags_and_recovery():
+    level, env = "BabyAI-MiniBossLevel-v0", make_env("BabyAI-MiniBossLevel-v0")
+    steps = noisy_steps = 0
+    vocabulary = set(thought_vocabulary())
+    for seed in range(40):
+        episode = run_episode(env, level, seed, noise_rate=0.1, noise_seed=3)
+        assert isinstance(episode, Episode) and episode.success  # the bot recovers from the noise
+        steps += episode.num_steps
+        noisy_steps += sum(episode.noisy)
+        for start, stop in _noisy_runs(episode.noisy):
+            # one segment: 1-5 random moves under one thought, then a normal bot step
+            assert 1 <= stop - start <= MAX_NOISE_SEGMENT
+            assert set(episode.actions[start:stop]) <= {0, 1, 2}
+            assert len(set(episode.thoughts[start:stop])) == 1
+        for thought in episode.thoughts:
+            assert set(split_words(thought)) <= vocabulary, thought
+    # a segment starts with p=0.1 per free step and lasts 3 steps on average
+    assert 0.12 < noisy_steps / steps < 0.35
+
+
+def test_noise_is_deterministic_and_off_means_no_noise():
+    env, level = make_env("BabyAI-MiniBossLevel-v0"), "BabyAI-MiniBossLevel-v0"
+    first = run_episode(env, level, 7, noise_rate=0.2, noise_seed=5)
+    again = run_episode(env, level, 7, noise_rate=0.2, noise_seed=5)
+    other = run_episode(env, level, 7, noise_rate=0.2, noise_seed=6)
+    assert first.actions == again.actions and first.thoughts == again.thoughts and first.noisy == again.noisy
+    assert np.array_equal(first.images, again.images)
+    assert (first.actions, first.noisy) != (other.actions, other.noisy)
+    assert not any(run_episode(env, level, 7).noisy)
+
+
+def test_uncovered_plan_fails_loudly():
+    env = make_env("BabyAI-GoToLocal-v0")
+    reset_quietly(env, 0)
+    bot = ThoughtBot(env)
+    bot.replan()
+    bot.stack.append(PickupSubgoal(bot))
+    stray = GoNextToSubgoal(bot, (1, 1))
+    bot.stack.append(stray)
+    stray.note = "to drop it"  # a drop intent with a Pickup below: no template says this
+    with pytest.raises(ThoughtTemplateError, match="expects a DropSubgoal"):
+        bot.thought()
+
+
+def test_template_gap_names_level_seed_and_step(monkeypatch):
+    calls = {"n": 0}
+    original = ThoughtBot.thought
+
+    def thought_failing_at_step_2(self):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ThoughtTemplateError("no template for this plan")
+        return original(self)
+
+    monkeypatch.setattr(ThoughtBot, "thought", thought_failing_at_step_2)
+    with pytest.raises(TemplateGapError) as caught:
+        run_episode(make_env("BabyAI-MiniBossLevel-v0"), "BabyAI-MiniBossLevel-v0", 1)
+    assert (caught.value.level, caught.value.seed, caught.value.step) == ("BabyAI-MiniBossLevel-v0", 1, 2)
+    assert "level=BabyAI-MiniBossLevel-v0 seed=1 step=2" in str(caught.value)
+
+
+def test_bot_failures_come_back_with_reason_and_place():
+    failure = run_episode(make_env("BabyAI-KeyInBox-v0"), "BabyAI-KeyInBox-v0", 0)
+    assert isinstance(failure, EpisodeFailure)
+    assert failure.reason == "bot_error" and "baby_ai_bot.py" in failure.detail
+
+
+def test_unknown_level_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown level 'BabyAI-Nope-v0'"):
+        make_env("BabyAI-Nope-v0")
