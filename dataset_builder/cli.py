@@ -67,6 +67,12 @@ def run_generate(argv: list[str]) -> int:
     (args, _) = _parse(GenerateArgs, "python -m dataset_builder generate", argv, folder_arg=False)
     summary = generate(args)
     print(json.dumps(summary, indent=1))
+    if summary.get("failures"):
+        print(
+            f"note: {sum(summary['failures'].values())} episode(s) not stored, by reason: {summary['failures']}; "
+            "seeds and details in generation/shards/*.json, counts in the dataset card",
+            file=sys.stderr,
+        )
     if not summary["complete"]:
         print(
             f"{summary['shards_missing']} of {summary['shards_total']} shards still missing (other machines' "

@@ -25,7 +25,7 @@ NOISE_ACTIONS = (Actions.left, Actions.right, Actions.forward)
 MAX_NOISE_SEGMENT = 5
 
 # Failure reasons, as counted in the dataset card.
-FAILURE_REASONS = ("truncated", "bot_error", "box_opened", "unsuccessful")
+FAILURE_REASONS = ("truncated", "bot_error", "box_opened", "unsuccessful", "template_gap")
 
 
 @dataclass
@@ -122,10 +122,14 @@ def run_episode(
     seed: int,
     noise_rate: float = 0.0,
     noise_seed: int = 0,
+    strict_templates: bool = False,
 ) -> Episode | EpisodeFailure:
     """Play one bot demonstration with thoughts; bot failures come back as ``EpisodeFailure``.
 
-    A ``TemplateGapError`` (the templates cannot describe the plan) is raised, never recorded.
+    A plan the thought templates cannot describe never gets an invented sentence: the episode comes
+    back as a ``template_gap`` failure (level, seed, step, detail), or with ``strict_templates`` a
+    ``TemplateGapError`` is raised. Seen only after noise, when the bot's own plan goes stale (e.g. it
+    plans to pick up an object that noise made it drop elsewhere).
     """
     obs, _ = reset_quietly(env, seed)
     bot = ThoughtBot(env)
@@ -140,7 +144,9 @@ def run_episode(
                 suggested = bot.replan(action_taken)
                 thought = bot.thought()
             except ThoughtTemplateError as error:
-                raise TemplateGapError(level, seed, step, str(error)) from error
+                if strict_templates:
+                    raise TemplateGapError(level, seed, step, str(error)) from error
+                return EpisodeFailure(level, seed, "template_gap", step, str(error))
             # A segment never follows a segment directly: the step after one is a normal bot step.
             if rng is not None and noise_left == 0 and action_taken is None and rng.random() < noise_rate:
                 noise_left = int(rng.integers(1, MAX_NOISE_SEGMENT + 1))

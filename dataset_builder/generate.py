@@ -74,6 +74,12 @@ class GenerateArgs:
     num_shards: int = field(
         default=1, metadata={"help": "Number of machines sharing the work (shard i takes every n-th)."}
     )
+    strict_templates: bool = field(
+        default=False,
+        metadata={
+            "help": "Abort at the first plan the thought templates cannot describe (default: record it as a failure)."
+        },
+    )
     resume: bool = field(
         default=False, metadata={"help": "Continue an interrupted run in an existing folder."}
     )
@@ -174,7 +180,7 @@ def prepare_output(root: Path, manifest: dict, resume: bool, overwrite: bool) ->
     atomic_write_text(root / MANIFEST_PATH, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
-def _run_task(job: tuple[ShardTask, str, float, int]) -> ShardStats:
+def _run_task(job: tuple[ShardTask, str, float, int, bool]) -> ShardStats:
     return generate_shard(*job)
 
 
@@ -186,7 +192,7 @@ def generate(args: GenerateArgs) -> dict:
     tasks = tasks_of(manifest)
     mine = [t for i, t in enumerate(tasks) if i % args.num_shards == args.shard_index]
     todo = [t for t in mine if not shard_is_finished(root, t)]
-    jobs = [(task, str(root), args.noise_rate, args.noise_seed) for task in todo]
+    jobs = [(task, str(root), args.noise_rate, args.noise_seed, args.strict_templates) for task in todo]
     episodes_todo = sum(t.seed_stop - t.seed_start for t in todo)
     progress = tqdm(total=episodes_todo, unit="episode", desc="generating", dynamic_ncols=True)
     with progress:
@@ -195,7 +201,10 @@ def generate(args: GenerateArgs) -> dict:
             for stats in results:
                 progress.update(stats.attempted)
         else:
-            context = multiprocessing.get_context("spawn")
+            # fork: workers inherit the imported modules instead of re-importing torch/transformers
+            # (seconds each); they never touch torch, so forking after its import is safe.
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             with context.Pool(min(args.num_proc, len(jobs))) as pool:
                 for stats in pool.imap_unordered(_run_task, jobs):
                     progress.update(stats.attempted)
@@ -209,4 +218,10 @@ def generate(args: GenerateArgs) -> dict:
     }
     if not missing:
         summary["card"] = str(card.write_card(root, manifest))
+        statistics = json.loads((root / "generation" / "statistics.json").read_text())
+        summary["failures"] = failures = {}
+        for level, per_split in statistics.items():
+            for split, stats in per_split.items():
+                for reason, count in stats["failures"].items():
+                    failures[f"{level}/{split}/{reason}"] = count
     return summary

@@ -80,14 +80,16 @@ def episodes_to_table(episodes: list[Episode]) -> pa.Table:
     return Dataset.from_dict(columns, features=FEATURES).data.table
 
 
-def generate_shard(task: ShardTask, output: str, noise_rate: float, noise_seed: int) -> ShardStats:
+def generate_shard(
+    task: ShardTask, output: str, noise_rate: float, noise_seed: int, strict_templates: bool = False
+) -> ShardStats:
     """Play every seed of ``task``, write its Parquet file and statistics; return the statistics."""
     env = make_env(task.level)
     stats = ShardStats(task.data_path, task.level, task.split, task.seed_start, task.seed_stop)
     episodes = []
     level_noise_seed = noise_seed_for(noise_seed, task.level)
     for seed in range(task.seed_start, task.seed_stop):
-        result = run_episode(env, task.level, seed, noise_rate=noise_rate, noise_seed=level_noise_seed)
+        result = run_episode(env, task.level, seed, noise_rate, level_noise_seed, strict_templates)
         if isinstance(result, EpisodeFailure):
             stats.failures.append({k: v for k, v in asdict(result).items() if k != "level"})
             continue

@@ -18,6 +18,7 @@ from dataset_builder.episodes import (
     reset_quietly,
     run_episode,
 )
+from dataset_builder.shards import noise_seed_for
 from dataset_builder.thoughts import ThoughtBot, ThoughtTemplateError
 from hf_thought_cloning.vocabulary import split_words, thought_vocabulary
 
@@ -118,21 +119,17 @@ def test_uncovered_plan_fails_loudly():
         bot.thought()
 
 
-def test_template_gap_names_level_seed_and_step(monkeypatch):
-    calls = {"n": 0}
-    original = ThoughtBot.thought
-
-    def thought_failing_at_step_2(self):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise ThoughtTemplateError("no template for this plan")
-        return original(self)
-
-    monkeypatch.setattr(ThoughtBot, "thought", thought_failing_at_step_2)
+def test_stale_plan_after_noise_is_a_recorded_gap_or_a_loud_error():
+    # Real case: noise made the bot set its object down elsewhere; it then plans to pick up nothing.
+    level, seed = "BabyAI-MiniBossLevel-v0", 797
+    noise_seed = noise_seed_for(0, level)
+    failure = run_episode(make_env(level), level, seed, 0.01, noise_seed)
+    assert isinstance(failure, EpisodeFailure)
+    assert (failure.reason, failure.step) == ("template_gap", 63) and "in front" in failure.detail
     with pytest.raises(TemplateGapError) as caught:
-        run_episode(make_env("BabyAI-MiniBossLevel-v0"), "BabyAI-MiniBossLevel-v0", 1)
-    assert (caught.value.level, caught.value.seed, caught.value.step) == ("BabyAI-MiniBossLevel-v0", 1, 2)
-    assert "level=BabyAI-MiniBossLevel-v0 seed=1 step=2" in str(caught.value)
+        run_episode(make_env(level), level, seed, 0.01, noise_seed, strict_templates=True)
+    assert (caught.value.level, caught.value.seed, caught.value.step) == (level, seed, 63)
+    assert f"level={level} seed={seed} step=63" in str(caught.value)
 
 
 def test_bot_failures_come_back_with_reason_and_place():

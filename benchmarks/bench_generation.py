@@ -1,0 +1,107 @@
+"""Throughput of the thought-dataset generator against a bare loop of minigrid's BabyAIBot.
+
+Same levels, same seeds, same process. The generator's number includes everything a user pays per
+shard: thoughts, records, Arrow conversion, zstd Parquet writing, statistics. Baseline and generator
+runs are interleaved (repeats) so that machine load hits both alike; the best repeat of each is kept.
+
+    python benchmarks/bench_generation.py --episodes 200 --repeats 3 --scaling-episodes 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from minigrid.utils.baby_ai_bot import BabyAIBot
+
+from dataset_builder.episodes import make_env, reset_quietly
+from dataset_builder.generate import GenerateArgs, generate
+from dataset_builder.plan import ShardTask
+from dataset_builder.shards import generate_shard
+
+
+def bare_bot(level: str, seeds: range) -> tuple[float, int]:
+    """Seconds and steps for minigrid's bot alone (reset, replan, step), no recording."""
+    env, steps = make_env(level), 0
+    start = time.perf_counter()
+    for seed in seeds:
+        reset_quietly(env, seed)
+        bot = BabyAIBot(env)
+        while True:
+            _, _, terminated, truncated, _ = env.step(bot.replan())
+            steps += 1
+            if terminated or truncated:
+                break
+    return time.perf_counter() - start, steps
+
+
+def full_generator(level: str, seeds: range, workdir: Path) -> tuple[float, int, int]:
+    """Seconds, steps and Parquet bytes for one shard of the real generator (noise off: same episodes)."""
+    task = ShardTask(level, "train", 0, 1, seeds.start, seeds.stop)
+    start = time.perf_counter()
+    stats = generate_shard(task, str(workdir), noise_rate=0.0, noise_seed=0)
+    seconds = time.perf_counter() - start
+    return seconds, stats.steps, (workdir / task.data_path).stat().st_size
+
+
+def scaling(level: str, episodes: int, num_proc: int, workdir: Path) -> float:
+    """Episodes/s of the whole ``generate`` (process start-up included) with ``num_proc`` workers."""
+    output = workdir / f"scaling-{num_proc}"
+    args = GenerateArgs(
+        output=str(output), level=[level], episodes=episodes, splits="train=1", shard_size=max(1, episodes // 8),
+        noise_rate=0.01, num_proc=num_proc,
+    )  # fmt: skip
+    start = time.perf_counter()
+    generate(args)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(output)
+    return episodes / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", nargs="+", default=["BabyAI-MiniBossLevel-v0", "BabyAI-BossLevel-v0"])
+    parser.add_argument("--episodes", type=int, default=200, help="seeds per level and repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scaling-episodes", type=int, default=400, help="0 skips the process-scaling part")
+    parser.add_argument("--max-proc", type=int, default=2)
+    args = parser.parse_args()
+
+    print(f"# bench_generation  {date.today()}  {platform.machine()}  {platform.python_version()}")
+    print("\n| level | bare bot episodes/s | generator episodes/s | bare steps/s | generator steps/s | ratio | bytes/episode |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for level in args.levels:
+            seeds = range(10_000, 10_000 + args.episodes)
+            bare, full, size = [], [], 0
+            for repeat in range(args.repeats):
+                bare.append(bare_bot(level, seeds))
+                seconds, steps, size = full_generator(level, seeds, workdir / f"r{repeat}")
+                full.append((seconds, steps))
+            bare_seconds, bare_steps = min(bare)
+            full_seconds, full_steps = min(full)
+            assert bare_steps == full_steps, "the generator must play exactly the bot's episodes"
+            print(
+                f"| {level} | {args.episodes / bare_seconds:.1f} | {args.episodes / full_seconds:.1f} | "
+                f"{bare_steps / bare_seconds:.0f} | {full_steps / full_seconds:.0f} | "
+                f"{bare_seconds / full_seconds:.3f} | {size / args.episodes:.0f} |"
+            )
+        if args.scaling_episodes:
+            level = args.levels[0]
+            print(f"\n| processes | {level} episodes/s (whole run, start-up included) | speed-up |")
+            print("|---|---|---|")
+            base = None
+            for num_proc in range(1, args.max_proc + 1):
+                rate = scaling(level, args.scaling_episodes, num_proc, workdir)
+                base = base or rate
+                print(f"| {num_proc} | {rate:.1f} | {rate / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
