@@ -41,12 +41,12 @@ def bare_bot(level: str, seeds: range) -> tuple[float, int]:
 
 
 def full_generator(level: str, seeds: range, workdir: Path) -> tuple[float, int, int]:
-    """Seconds, steps and Parquet bytes for one shard of the real generator (noise off: same episodes)."""
+    """Seconds, stored episodes and Parquet bytes for one shard of the real generator (noise off)."""
     task = ShardTask(level, "train", 0, 1, seeds.start, seeds.stop)
     start = time.perf_counter()
     stats = generate_shard(task, str(workdir), noise_rate=0.0, noise_seed=0)
     seconds = time.perf_counter() - start
-    return seconds, stats.steps, (workdir / task.data_path).stat().st_size
+    return seconds, stats.episodes, (workdir / task.data_path).stat().st_size
 
 
 def scaling(level: str, episodes: int, num_proc: int, workdir: Path) -> float:
@@ -82,15 +82,17 @@ def main() -> None:
             bare, full, size = [], [], 0
             for repeat in range(args.repeats):
                 bare.append(bare_bot(level, seeds))
-                seconds, steps, size = full_generator(level, seeds, workdir / f"r{repeat}")
-                full.append((seconds, steps))
+                seconds, stored, size = full_generator(level, seeds, workdir / f"r{repeat}")
+                full.append(seconds)
             bare_seconds, bare_steps = min(bare)
-            full_seconds, full_steps = min(full)
-            assert bare_steps == full_steps, "the generator must play exactly the bot's episodes"
+            full_seconds = min(full)
+            # Noise off, both play the same episodes (actions are identical: tests/test_thoughts.py), so
+            # the steps played are the same; failed episodes are played but not stored.
+            full_steps = bare_steps
             print(
                 f"| {level} | {args.episodes / bare_seconds:.1f} | {args.episodes / full_seconds:.1f} | "
                 f"{bare_steps / bare_seconds:.0f} | {full_steps / full_seconds:.0f} | "
-                f"{bare_seconds / full_seconds:.3f} | {size / args.episodes:.0f} |"
+                f"{bare_seconds / full_seconds:.3f} | {size / max(stored, 1):.0f} |"
             )
         if args.scaling_episodes:
             level = args.levels[0]
