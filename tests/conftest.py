@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_LEVEL = "BabyAI-GoToLocal-v0"
@@ -35,3 +36,12 @@ def generated_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--splits", "train=0.5,validation=0.25,test=0.25", "--num-proc", "1", "--output", str(root),
     )  # fmt: skip
     return root
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models are dominated by per-op overhead: one thread is faster, and immune to a busy second core."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -26,15 +26,6 @@ TINY = {"image_dim": 16, "text_dim": 32, "memory_dim": 48, "actor_hidden_dim": 1
 PAPER_TC_PARAMETERS = 79_928_256
 PAPER_BC_PARAMETERS = 19_950_215
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models are dominated by per-op overhead: one thread is faster, and immune to a busy second core."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 
 @functools.cache
 def episodes(level: str = "BabyAI-MiniBossLevel-v0", seeds: tuple[int, ...] = (0, 1, 2)) -> list:
@@ -47,7 +38,9 @@ def processor() -> ThoughtCloningProcessor:
     return ThoughtCloningProcessor(ThoughtCloningTokenizer())
 
 
-def batch(level: str = "BabyAI-MiniBossLevel-v0", seeds: tuple[int, ...] = (0, 1, 2), steps: int = 12) -> dict:
+def batch(
+    level: str = "BabyAI-MiniBossLevel-v0", seeds: tuple[int, ...] = (0, 1, 2), steps: int = 12
+) -> dict:
     collated = processor().collate_episodes(episodes(level, seeds))
     return next(processor().windows(collated, steps))
 
@@ -60,7 +53,9 @@ def minilm_path() -> str:
 def tiny_bert_config(**kwargs) -> ThoughtCloningConfig:
     encoder = BertConfig(hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     pieces = word_pieces_for(list(full_vocabulary()), AutoTokenizer.from_pretrained(minilm_path()))
-    return ThoughtCloningConfig(upper_level="text_encoder", text_encoder_config=encoder, **pieces, **TINY, **kwargs)
+    return ThoughtCloningConfig(
+        upper_level="text_encoder", text_encoder_config=encoder, **pieces, **TINY, **kwargs
+    )
 
 
 def tiny_model(config: ThoughtCloningConfig | None = None, seed: int = 0) -> ThoughtCloningModel:
@@ -79,7 +74,12 @@ def test_paper_config_parameter_counts():
     assert parameter_count(ThoughtCloningConfig.no_thought_supervision()) == PAPER_TC_PARAMETERS
     assert parameter_count(ThoughtCloningConfig.behavioral_cloning()) == PAPER_BC_PARAMETERS
     config = ThoughtCloningConfig()
-    assert (config.image_dim, config.text_dim, config.memory_dim, config.max_thought_length) == (128, 256, 2048, 15)
+    assert (config.image_dim, config.text_dim, config.memory_dim, config.max_thought_length) == (
+        128,
+        256,
+        2048,
+        15,
+    )
 
 
 def test_behavioral_cloning_has_no_upper_level():
@@ -173,7 +173,9 @@ def test_no_grad_passes_leave_the_model_unchanged():
 def test_tiny_model_overfits_real_episodes():
     level_batch = processor().collate_episodes(episodes("BabyAI-GoToLocal-v0", (0, 1, 2, 3)))
     torch.manual_seed(0)
-    config = ThoughtCloningConfig(image_dim=32, text_dim=32, memory_dim=64, actor_hidden_dim=32, num_attention_heads=2)
+    config = ThoughtCloningConfig(
+        image_dim=32, text_dim=32, memory_dim=64, actor_hidden_dim=32, num_attention_heads=2
+    )
     model = ThoughtCloningModel(config).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     losses = []
@@ -207,7 +209,9 @@ def test_act_on_real_environments_and_steering():
     assert len(acted.thoughts) == 2 and acted.thought_ids.shape[1] <= model.config.max_thought_length
 
     seen = []
-    hook = model.action_generator.thought_pool.register_forward_hook(lambda module, args, out: seen.append(args[1]))
+    hook = model.action_generator.thought_pool.register_forward_hook(
+        lambda module, args, out: seen.append(args[1])
+    )
     generated = model.act(inputs, memory, sample=False)
     steered = model.act(inputs, memory, thought=["go to red ball", None], sample=False)
     hook.remove()
@@ -219,11 +223,15 @@ def test_act_on_real_environments_and_steering():
     torch.testing.assert_close(steered.action_logits[1], generated.action_logits[1])
     assert torch.equal(steered.memory.previous_thought_ids[0, :4], model.text_to_ids(["go to red ball"])[0])
 
-    from_processor = model.act(processor()(observations, thoughts=["go to red ball"] * 2), memory, sample=False)
+    from_processor = model.act(
+        processor()(observations, thoughts=["go to red ball"] * 2), memory, sample=False
+    )
     assert from_processor.thoughts == ["go to red ball"] * 2
 
     reset = model.reset_memory(steered.memory, torch.tensor([True, False]))
-    assert not reset.upper_hidden[0].any() and torch.equal(reset.upper_hidden[1], steered.memory.upper_hidden[1])
+    assert not reset.upper_hidden[0].any() and torch.equal(
+        reset.upper_hidden[1], steered.memory.upper_hidden[1]
+    )
     assert reset.previous_thought_ids[0, 0] == model.config.bos_token_id
 
 
@@ -301,7 +309,9 @@ def test_pretrained_minilm_reads_missions_and_thoughts(tmp_path):
     assert pieces[0].tolist() == encoder_tokenizer(mission.replace(",", " ,"))["input_ids"]
 
     rows_encoded = []
-    model.text_encoder.encoder.register_forward_hook(lambda m, args, kwargs, out: rows_encoded.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    model.text_encoder.encoder.register_forward_hook(
+        lambda m, args, kwargs, out: rows_encoded.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     inputs = batch(steps=4)
     model.train()
     assert not model.text_encoder.encoder.training  # frozen: kept in eval mode
@@ -321,17 +331,25 @@ def test_fine_tuned_text_encoder_gets_gradients():
     model = tiny_model(tiny_bert_config(text_encoder_trainable=True)).train()
     assert model.text_encoder.encoder.training
     model(**batch(steps=3)).loss.backward()
-    assert all(p.grad is not None for p in model.text_encoder.encoder.embeddings.parameters() if p.requires_grad)
+    assert all(
+        p.grad is not None for p in model.text_encoder.encoder.embeddings.parameters() if p.requires_grad
+    )
 
 
 def test_missing_or_unexpected_weights_fail_loudly(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if "actor" not in k}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    save_file(
+        {k: v for k, v in weights.items() if "actor" not in k},
+        tmp_path / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     with pytest.raises(ValueError, match="missing_keys"):
         ThoughtCloningModel.from_pretrained(tmp_path)
-    save_file({**weights, "extra.weight": torch.zeros(2)}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    save_file(
+        {**weights, "extra.weight": torch.zeros(2)}, tmp_path / "model.safetensors", metadata={"format": "pt"}
+    )
     with pytest.raises(ValueError, match="unexpected_keys"):
         AutoModel.from_pretrained(tmp_path, trust_remote_code=False)
 
@@ -366,7 +384,10 @@ observation = {{"image": np.zeros((7, 7, 3), dtype=np.uint8), "mission": "go to 
 print(model.act(processor(observation), sample=False).thoughts)
 """
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
         env={"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -24,15 +24,6 @@ TINY = {"image_dim": 16, "text_dim": 32, "memory_dim": 48, "actor_hidden_dim": 1
 LEVEL = "BabyAI-GoToLocal-v0"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models are dominated by per-op overhead: one thread is faster, and immune to a busy second core."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @functools.cache
 def episodes() -> list:
     env = make_env(LEVEL)
@@ -47,18 +38,34 @@ def vlm_tokenizer() -> PreTrainedTokenizerFast:
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(",", behavior="isolated")]
     )
-    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
-                                   unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    )
 
 
 def tiny_llava_config() -> LlavaConfig:
     tokenizer = vlm_tokenizer()
     return LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                       image_size=28, patch_size=14, projection_dim=16),
-        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                num_attention_heads=2, num_key_value_heads=1, pad_token_id=0, bos_token_id=1,
-                                eos_token_id=2),
+        vision_config=CLIPVisionConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+            projection_dim=16,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        ),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_seq_length=4,  # (28 / 14)^2 patches, the CLS feature dropped
     )
@@ -66,7 +73,9 @@ def tiny_llava_config() -> LlavaConfig:
 
 def tiny_vlm_agent(seed: int = 0) -> tuple[ThoughtCloningModel, VLMThoughtPrompter]:
     torch.manual_seed(seed)
-    config = ThoughtCloningConfig(upper_level="vlm", vlm_config=tiny_llava_config(), vlm_max_new_tokens=8, **TINY)
+    config = ThoughtCloningConfig(
+        upper_level="vlm", vlm_config=tiny_llava_config(), vlm_max_new_tokens=8, **TINY
+    )
     model = ThoughtCloningModel(config)
     return model, VLMThoughtPrompter.for_llava(vlm_tokenizer(), config.vlm_config)
 
@@ -104,7 +113,9 @@ def test_vlm_upper_level_trains_teacher_forced():
     # The thought loss reaches the language model, the projector and the vision tower.
     assert model.vlm.model.language_model.embed_tokens.weight.grad is not None
     assert model.vlm.model.multi_modal_projector.linear_1.weight.grad is not None
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.vlm.model.vision_tower.parameters())
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in model.vlm.model.vision_tower.parameters()
+    )
     with pytest.raises(ValueError, match="teacher forcing"):
         model(**batch, teacher_forcing=False)
 
@@ -121,8 +132,12 @@ def test_vlm_writes_thoughts_in_rollouts_and_can_be_steered():
     acted = model.act(inputs, vlm_prompter=prompter, sample=False)
     assert len(acted.thoughts) == 2 and acted.actions.shape == (2,)
     vocabulary = set(full_vocabulary())
-    assert all(word in vocabulary for thought in acted.thoughts for word in thought.replace(",", " , ").split())
-    steered = model.act(inputs, acted.memory, thought=["go to red ball", None], vlm_prompter=prompter, sample=False)
+    assert all(
+        word in vocabulary for thought in acted.thoughts for word in thought.replace(",", " , ").split()
+    )
+    steered = model.act(
+        inputs, acted.memory, thought=["go to red ball", None], vlm_prompter=prompter, sample=False
+    )
     assert steered.thoughts[0] == "go to red ball"
 
 

@@ -15,15 +15,6 @@ from hf_thought_cloning import ThoughtCloningProcessor, ThoughtCloningTokenizer
 
 LEVEL = "BabyAI-GoToLocal-v0"
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models are dominated by per-op overhead: one thread is faster, and immune to a busy second core."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 
 @functools.cache
 def episodes(level: str = LEVEL, seeds: tuple[int, ...] = (0, 1, 2, 3)) -> list:
@@ -112,7 +103,9 @@ def test_bad_shapes_and_counts(processor):
     with pytest.raises(ValueError, match="one mission"):
         processor({"image": np.zeros((2, 7, 7, 3), dtype=np.uint8), "mission": ["open the door"]})
     with pytest.raises(ValueError, match="thoughts for"):
-        processor({"image": np.zeros((2, 7, 7, 3)), "mission": ["open the door"] * 2}, thoughts=["open the door"])
+        processor(
+            {"image": np.zeros((2, 7, 7, 3)), "mission": ["open the door"] * 2}, thoughts=["open the door"]
+        )
 
 
 def test_auto_processor_round_trip(processor, tmp_path):

@@ -6,21 +6,10 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from transformers import AutoTokenizer
 
 from hf_thought_cloning import ThoughtCloningTokenizer
 from hf_thought_cloning.vocabulary import full_vocabulary, split_words
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models are dominated by per-op overhead: one thread is faster, and immune to a busy second core."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +20,12 @@ def tokenizer() -> ThoughtCloningTokenizer:
 def test_vocabulary_is_the_fixed_one_in_order(tokenizer):
     vocab = tokenizer.get_vocab()
     assert [word for word, _ in sorted(vocab.items(), key=lambda item: item[1])] == list(full_vocabulary())
-    assert (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (0, 1, 2, 3)
+    assert (
+        tokenizer.pad_token_id,
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.unk_token_id,
+    ) == (0, 1, 2, 3)
     assert len(tokenizer) == len(full_vocabulary())
 
 
@@ -73,7 +67,10 @@ def test_remote_code_tokenizer_loads_without_the_package(tokenizer, tmp_path):
         "print(t('go to the red ball, then open a door', add_special_tokens=False)['input_ids'])\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
         env={"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
