@@ -133,8 +133,7 @@ class ThoughtBot(BabyAIBot):
             raise ThoughtTemplateError(f"instruction {type(instr).__name__} pushed subgoals directly")
 
     def replan(self, action_taken=None):
-        for subgoal in self.stack:
-            self._watch(subgoal)
+        self._watch_all()
         action = super().replan(action_taken)
         self.stack.take_pushed()
         return action
@@ -257,7 +256,7 @@ class ThoughtBot(BabyAIBot):
         subgoal = self.stack[index]
         note = subgoal.note
         if isinstance(subgoal, CloseSubgoal):
-            return f"close {self._door_color(self._fwd_cell('door'))} door"
+            return f"close {self._fwd_cell('door').color} door"
         if isinstance(subgoal, OpenSubgoal):
             door = self._fwd_cell("door")
             return self._open_sentence(ObjectRef.of(door), door.is_locked, note)
@@ -345,10 +344,6 @@ class ThoughtBot(BabyAIBot):
         if ref is None:
             raise ThoughtTemplateError(f"GoNextTo target {tuple(subgoal.datum)} holds no object")
         return ref
-
-    @staticmethod
-    def _door_color(door: WorldObj) -> str:
-        return door.color
 
     @staticmethod
     def _expect_below(below, kind: type, note) -> None:
