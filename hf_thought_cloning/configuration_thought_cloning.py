@@ -12,13 +12,19 @@ from transformers import AutoConfig, PreTrainedConfig
 
 from .vocabulary import BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, UNK_TOKEN, full_vocabulary
 
-__all__ = ["UPPER_LEVELS", "ThoughtCloningConfig"]
+__all__ = ["THOUGHT_CHANNELS", "UPPER_LEVELS", "ThoughtCloningConfig"]
 
 # "native": the paper's Thought Generator (BiGRU text encoders, LSTM thought decoder).
 # "text_encoder": the native generator, but a pretrained AutoModel encoder reads missions and thoughts.
 # "vlm": an image-text-to-text model (LLaVA family) writes the thoughts from a rendering of the view.
 # "none": no upper level, the lower level reads the mission only (the paper's BC baseline).
 UPPER_LEVELS = ("native", "text_encoder", "vlm", "none")
+
+# How the generated thought reaches the lower level and the next step's thought history.
+# "words": the greedy words, re-embedded (the paper's TC; no gradient flows back through them).
+# "soft_words": a differentiable sequence, each decoded position's expected word embedding
+#     softmax(logits / soft_thought_temperature) @ word_embedding.weight (native upper level only).
+THOUGHT_CHANNELS = ("words", "soft_words")
 
 
 def _as_sub_config(value: PreTrainedConfig | dict | None) -> PreTrainedConfig | None:
@@ -46,8 +52,13 @@ class ThoughtCloningConfig(PreTrainedConfig):
         num_cross_attention_blocks (`int`, defaults to 2): cross-attention blocks of the upper level.
         max_thought_length (`int`, defaults to 15): greedy decoding budget in words (eos excluded).
         upper_level (`str`, defaults to "native"): one of ``UPPER_LEVELS``; "none" is the BC baseline.
-        thought_loss_weight (`float`, defaults to 2.0): weight of the thought NLL; 0 gives the paper's
-            "same architecture, no thought supervision" ablation.
+        thought_loss_weight (`float`, defaults to 2.0): weight of the thought NLL.
+        thought_channel (`str`, defaults to "words"): one of ``THOUGHT_CHANNELS``: what the lower level and
+            the next step's thought history read of a generated thought: its greedy words, or ("soft_words")
+            the expected word embedding of each decoded position, so the action loss trains the upper level.
+            "soft_words" needs the native upper level, and training with teacher forcing off. See
+            [`ThoughtCloningConfig.no_thought_supervision`].
+        soft_thought_temperature (`float`, defaults to 1.0): softmax temperature of the "soft_words" channel.
         entropy_coef (`float`, defaults to 0.01): coefficient of the action-entropy bonus.
         text_encoder_config (`PreTrainedConfig` or `dict`, *optional*): the pretrained encoder's config
             (``upper_level="text_encoder"``); the encoder is built with ``AutoModel.from_config``.
@@ -78,6 +89,8 @@ class ThoughtCloningConfig(PreTrainedConfig):
         max_thought_length: int = 15,
         upper_level: str = "native",
         thought_loss_weight: float = 2.0,
+        thought_channel: str = "words",
+        soft_thought_temperature: float = 1.0,
         entropy_coef: float = 0.01,
         text_encoder_config: PreTrainedConfig | dict | None = None,
         text_encoder_trainable: bool = False,
@@ -94,6 +107,10 @@ class ThoughtCloningConfig(PreTrainedConfig):
                 raise ValueError(f"vocabulary[{position}] must be {token!r}, got {self.vocabulary[position]!r}")
         if upper_level not in UPPER_LEVELS:
             raise ValueError(f"upper_level must be one of {UPPER_LEVELS}, got {upper_level!r}")
+        if thought_channel not in THOUGHT_CHANNELS:
+            raise ValueError(f"thought_channel must be one of {THOUGHT_CHANNELS}, got {thought_channel!r}")
+        if soft_thought_temperature <= 0:
+            raise ValueError(f"soft_thought_temperature must be positive, got {soft_thought_temperature}")
         if text_dim % 2:
             raise ValueError(f"text_dim must be even (a bidirectional GRU of text_dim // 2), got {text_dim}")
         self.image_dim = image_dim
@@ -107,6 +124,9 @@ class ThoughtCloningConfig(PreTrainedConfig):
         self.max_thought_length = max_thought_length
         self.upper_level = upper_level
         self.thought_loss_weight = thought_loss_weight
+        self.thought_channel = thought_channel
+        self.soft_thought_temperature = soft_thought_temperature
+        self.check_thought_channel()
         self.entropy_coef = entropy_coef
         self.text_encoder_config = _as_sub_config(text_encoder_config)
         self.text_encoder_trainable = text_encoder_trainable
@@ -142,6 +162,19 @@ class ThoughtCloningConfig(PreTrainedConfig):
         """False for the BC baseline, which has no upper level."""
         return self.upper_level != "none"
 
+    def check_thought_channel(self) -> None:
+        """Raise ValueError when ``thought_channel`` does not fit ``upper_level`` (also run by the model)."""
+        if self.thought_channel == "soft_words" and self.upper_level != "native":
+            reasons = {
+                "text_encoder": "a pretrained text encoder reads word pieces, not word embeddings",
+                "vlm": "a VLM upper level writes text",
+                "none": "the BC baseline has no thoughts",
+            }
+            raise ValueError(
+                f"thought_channel='soft_words' needs upper_level='native' ({reasons[self.upper_level]}); "
+                f"got upper_level={self.upper_level!r}"
+            )
+
     @classmethod
     def behavioral_cloning(cls, **kwargs: Any) -> ThoughtCloningConfig:
         """The paper's BC baseline: the lower level conditioned on the mission only."""
@@ -149,8 +182,11 @@ class ThoughtCloningConfig(PreTrainedConfig):
 
     @classmethod
     def no_thought_supervision(cls, **kwargs: Any) -> ThoughtCloningConfig:
-        """The paper's ablation: the TC architecture trained with a thought loss weight of 0."""
-        return cls(thought_loss_weight=0.0, **kwargs)
+        """The paper's ablation "TC architecture trained without thought supervision" ("BC that can think in
+        latent vectors"): thought loss weight 0, and the lower level reads the upper level's thoughts as soft
+        words, so the action loss alone trains the upper level. Train it with ``teacher_forcing=False`` (the
+        model refuses teacher forcing: the ablation never reads the demonstrator's thoughts)."""
+        return cls(thought_loss_weight=0.0, thought_channel="soft_words", **kwargs)
 
     @classmethod
     def with_text_encoder(

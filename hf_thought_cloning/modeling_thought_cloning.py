@@ -53,6 +53,9 @@ class ThoughtCloningMemory(ModelOutput):
             LSTM state (None for BC).
         previous_thought_ids (`torch.LongTensor` of shape `(B, L)`, *optional*): the thought of the previous
             step, `<bos>` alone at an episode start (None for BC).
+        previous_thought_embeddings (`torch.FloatTensor` of shape `(B, L, D)`, *optional*): what the thought
+            history reads of that thought with ``thought_channel="soft_words"`` (its soft words, 0 on padding;
+            the `<bos>` embedding at an episode start); None for the "words" channel.
     """
 
     lower_hidden: torch.FloatTensor | None = None
@@ -62,6 +65,7 @@ class ThoughtCloningMemory(ModelOutput):
     history_hidden: torch.FloatTensor | None = None
     history_cell: torch.FloatTensor | None = None
     previous_thought_ids: torch.LongTensor | None = None
+    previous_thought_embeddings: torch.FloatTensor | None = None
 
     def detach(self) -> ThoughtCloningMemory:
         """The same memory cut from the graph (between truncated-BPTT windows)."""
@@ -84,7 +88,8 @@ class ThoughtCloningOutput(ModelOutput):
             step's thought (its words then eos), when thought labels are given (None for BC and for a VLM upper
             level, whose loss is in ``thought_loss``).
         generated_thought_ids (`torch.LongTensor` of shape `(B, T, L)`, *optional*): greedy thoughts, padded
-            with 0, when teacher forcing is off.
+            with 0, when teacher forcing is off (with ``thought_channel="soft_words"``: the words that the soft
+            thoughts the lower level read decode to greedily).
         memory ([`ThoughtCloningMemory`]): the memory after the last step.
     """
 
@@ -107,7 +112,8 @@ class ThoughtCloningActOutput(ModelOutput):
         action_logits (`torch.FloatTensor` of shape `(N, A)`).
         action_probs (`torch.FloatTensor` of shape `(N, A)`): the action distribution.
         thought_ids (`torch.LongTensor` of shape `(N, L)`, *optional*): the thought the lower level read
-            (generated, or injected), padded with 0; None for BC.
+            (generated, or injected), padded with 0; None for BC. With ``thought_channel="soft_words"`` the lower
+            level read the soft words of a generated thought, and these are their greedy words.
         thoughts (`list[str]`, *optional*): the same thoughts as text.
         memory ([`ThoughtCloningMemory`]): the memory to pass to the next step.
     """
@@ -224,7 +230,7 @@ class AttentionPool(nn.Module):
 
 
 class BiGRUTextEncoder(nn.Module):
-    """Bidirectional GRU over word embeddings, per-token outputs: (N, L) ids -> (N, L, D)."""
+    """Bidirectional GRU over input embeddings (words, or soft words), per-token outputs: (N, L, D) -> (N, L, D)."""
 
     def __init__(self, text_dim: int):
         super().__init__()
@@ -478,9 +484,12 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
     Training: [`~ThoughtCloningModel.forward`] over ``(B, T)`` sequences with teacher forcing on or off.
     Rollouts: [`~ThoughtCloningModel.initial_memory`] then [`~ThoughtCloningModel.act`] once per step.
     Inputs come from [`ThoughtCloningProcessor`]; id 0 is padding, masks are derived from the ids.
+    With ``config.thought_channel="soft_words"`` (the no-thought-supervision ablation) generated thoughts reach
+    the lower level and the thought history as soft words (see [`~ThoughtCloningModel._greedy_thoughts`]).
     """
 
     def __init__(self, config: ThoughtCloningConfig):
+        config.check_thought_channel()
         super().__init__(config)
         self.word_embedding = nn.Embedding(config.vocab_size, config.text_dim, padding_idx=config.pad_token_id)
         self.visual_encoder = VisualEncoder(config)
@@ -534,8 +543,42 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
         if self.config.upper_level == "text_encoder":
             return self.text_encoder(ids)
         mask = ids != self.config.pad_token_id
+        return self._encode_embeddings(self.word_embedding(ids), mask, encoder)
+
+    def _encode_embeddings(
+        self, embeddings: torch.FloatTensor, mask: torch.BoolTensor, encoder: str
+    ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
+        """(N, L, D) input embeddings and their (N, L) mask -> per-token features (N, L, D) and the mask."""
         gru = self.mission_encoder if encoder == "mission" else self.thought_encoder
-        return gru(self.word_embedding(ids), mask), mask
+        return gru(embeddings, mask), mask
+
+    def _encode_soft_thought(
+        self, ids: torch.LongTensor, embeddings: torch.FloatTensor
+    ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
+        """A soft-words thought: its (N, L) greedy word ids, which give the mask exactly as for words, and its
+        (N, L, D) soft embeddings -> per-token features and mask; an empty thought reads as `<bos>`, as words do."""
+        empty_first = torch.zeros_like(ids, dtype=torch.bool)
+        empty_first[:, 0] = (ids != self.config.pad_token_id).sum(dim=1) == 0
+        bos = self.word_embedding.weight[self.config.bos_token_id]
+        embeddings = torch.where(empty_first[..., None], bos.to(embeddings.dtype), embeddings)
+        return self._encode_embeddings(embeddings, (ids != self.config.pad_token_id) | empty_first, "thought")
+
+    def _encode_thought(
+        self, ids: torch.LongTensor, soft_embeddings: torch.FloatTensor | None
+    ) -> tuple[torch.FloatTensor, torch.BoolTensor]:
+        """A thought as the lower level or the thought history reads it: its words, or its soft words."""
+        if self.config.thought_channel == "soft_words":
+            return self._encode_soft_thought(ids, soft_embeddings)
+        return self._encode_each(ids, "thought")
+
+    def _previous_thought_embeddings(self, memory: ThoughtCloningMemory) -> torch.FloatTensor | None:
+        """The soft words of the previous thought (soft-words models; a memory without them reads its words
+        one-hot, i.e. as their word embeddings)."""
+        if self.config.thought_channel != "soft_words":
+            return None
+        if memory.previous_thought_embeddings is not None:
+            return memory.previous_thought_embeddings
+        return self.word_embedding(memory.previous_thought_ids)
 
     def _encode_unique(
         self, ids: torch.LongTensor, encoder: str
@@ -565,6 +608,8 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
             memory.history_hidden, memory.history_cell = zeros(), zeros()
         if self.config.has_thought_generator:
             memory.previous_thought_ids = self._bos_rows(batch_size, device)
+        if self.config.thought_channel == "soft_words":
+            memory.previous_thought_embeddings = self.word_embedding(memory.previous_thought_ids)
         return memory
 
     def reset_memory(self, memory: ThoughtCloningMemory, episode_starts: torch.BoolTensor) -> ThoughtCloningMemory:
@@ -577,6 +622,9 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
             if name == "previous_thought_ids":
                 width = max(value.shape[1], initial.shape[1])
                 value, initial = pad_to_width(value, width), pad_to_width(initial, width)
+            elif name == "previous_thought_embeddings":
+                width = max(value.shape[1], initial.shape[1])
+                value, initial = pad_positions(value, width), pad_positions(initial, width)
             values[name] = torch.where(starts.view(-1, *([1] * (value.dim() - 1))), initial, value)
         return ThoughtCloningMemory(**values)
 
@@ -591,11 +639,17 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
 
     def _greedy_thoughts(
         self, hidden: torch.FloatTensor, cell: torch.FloatTensor, scored_positions: int = 0
-    ) -> tuple[torch.LongTensor, torch.FloatTensor]:
+    ) -> tuple[torch.LongTensor, torch.FloatTensor | None, torch.FloatTensor | None]:
         """Greedy decoding from the upper memory, stopping once every row has written eos (or after
         ``max_thought_length`` words): thought ids (N, L) padded with 0, eos dropped. Also returns the logits
         of the first ``scored_positions`` positions (N, scored_positions, V), decoding at least that far, so a
-        teacher-forcing-off pass can be scored against labels."""
+        teacher-forcing-off pass can be scored against labels, and, for ``thought_channel="soft_words"``, the
+        thought's soft words (N, L, D) (else None): at each kept position the expected word embedding
+        ``softmax(logits / soft_thought_temperature) @ word_embedding.weight``, 0 where the words are padding.
+
+        The decoder itself reads its greedy words in both channels (the paper's decoding, so the words
+        reported for a soft thought are the ones it decodes to); gradients reach the upper memory through the
+        logits of every kept position."""
         limit = max(self.config.max_thought_length + 1, scored_positions)
         eos, pad = self.config.eos_token_id, self.config.pad_token_id
         tokens = self._bos_rows(hidden.shape[0], hidden.device)
@@ -612,9 +666,17 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
             if position + 1 >= scored_positions and bool(finished.all()):
                 break
         ids = torch.stack(words, dim=1)
-        ids = ids.masked_fill(ids == eos, pad)[:, : self.config.max_thought_length]
+        ids = trim_padding(ids.masked_fill(ids == eos, pad)[:, : self.config.max_thought_length], pad, keep=1)
         scored = torch.stack(all_logits[:scored_positions], dim=1) if scored_positions else None
-        return trim_padding(ids, pad, keep=1), scored
+        soft = None
+        if self.config.thought_channel == "soft_words":
+            # The expected embedding rather than straight-through (one-hot forward, softmax backward): the
+            # forward is then the function whose gradient is taken (no biased surrogate), it is the same
+            # computation in training and in act(), and the channel is the continuous "latent vector" that
+            # the ablation names. Positions after the greedy eos are masked (zeroed) as padding, like words.
+            probs = (torch.stack(all_logits[: ids.shape[1]], dim=1) / self.config.soft_thought_temperature).softmax(-1)
+            soft = (probs @ self.word_embedding.weight) * (ids != pad)[..., None].to(probs.dtype)
+        return ids, scored, soft
 
     # ---------------------------------------------------------------------------------------- forward
     def forward(
@@ -647,7 +709,8 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
             memory ([`ThoughtCloningMemory`], *optional*): incoming memory (truncated BPTT); default: fresh.
             teacher_forcing (`bool`): True: the ground-truth thoughts feed the decoder, the thought history and
                 the lower level; False: the greedy generated thoughts do (native upper levels only: a VLM upper
-                level trains teacher-forced and generates in [`act`]).
+                level trains teacher-forced and generates in [`act`]), as soft words with
+                ``thought_channel="soft_words"``, which must be trained with teacher forcing off (True raises).
             vlm_input_ids, vlm_attention_mask, vlm_pixel_values, vlm_labels: the VLM upper level's prompts and
                 targets for the valid steps, in (b, t) order, from [`VLMThoughtPrompter.training_inputs`].
         """
@@ -665,6 +728,12 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
             step_mask = actions != IGNORE_INDEX if actions is not None else torch.ones_like(episode_starts)
         uses_thoughts = config.has_thought_generator
         native_upper = self.thought_generator is not None
+        soft_channel = config.thought_channel == "soft_words"
+        if soft_channel and teacher_forcing:
+            raise ValueError(
+                "thought_channel='soft_words' (the no-thought-supervision ablation) never reads the demonstrator's "
+                "thoughts: pass teacher_forcing=False"
+            )
         if uses_thoughts and teacher_forcing and thought_input_ids is None:
             raise ValueError("teacher forcing needs thought_input_ids (or pass teacher_forcing=False)")
         if not native_upper and uses_thoughts and not teacher_forcing:
@@ -707,7 +776,9 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
                     previous_index = torch.where(starts, bos_index, previous_index)
                     previous = (pool_features[previous_index], pool_mask[previous_index])
                 else:
-                    previous = self._encode_each(memory.previous_thought_ids, "thought")
+                    previous = self._encode_thought(
+                        memory.previous_thought_ids, self._previous_thought_embeddings(memory)
+                    )
                 if native_upper:
                     upper_hidden, upper_cell, history_hidden, history_cell = self.thought_generator.step(
                         visual[:, t], mission, previous, memory, upper_convolved[:, t], mission_keys_values
@@ -719,10 +790,10 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
                     thought_ids = thought_input_ids[:, t]
                 else:
                     positions = thought_input_ids.shape[2] + 1 if thought_input_ids is not None else 0
-                    thought_ids, logits = self._greedy_thoughts(upper_hidden, upper_cell, positions)
+                    thought_ids, logits, soft_thought = self._greedy_thoughts(upper_hidden, upper_cell, positions)
                     generated.append(thought_ids)
                     generated_logits.append(logits)
-                    thought = self._encode_each(thought_ids, "thought")
+                    thought = self._encode_thought(thought_ids, soft_thought)
             logits, lower_hidden, lower_cell = self.action_generator.step(
                 visual[:, t], mission, thought, memory.lower_hidden, memory.lower_cell, lower_convolved[:, t]
             )
@@ -733,6 +804,8 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
                 memory.history_hidden, memory.history_cell = history_hidden, history_cell
             if uses_thoughts:
                 memory.previous_thought_ids = thought_ids
+            if soft_channel:  # (teacher forcing is off)
+                memory.previous_thought_embeddings = soft_thought
 
         action_logits = torch.stack(action_logits, dim=1)
         thought_logits = generated_thought_ids = None
@@ -826,6 +899,7 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
             memory: from [`initial_memory`] or the previous call (reset finished envs with [`reset_memory`]).
             thought: injected thoughts that replace the generated ones (steering): a list of N strings or None
                 (None keeps that env's generated thought), or word ids (N, L). Unknown words raise ValueError.
+                A soft-words model reads an injected thought one-hot: exactly its words' embeddings.
             sample: sample the action from its distribution (else argmax).
             vlm_prompter: a [`VLMThoughtPrompter`] (the VLM's tokenizer and image settings), needed when the
                 upper level is a VLM; the VLM's words outside our vocabulary reach the lower level as `<unk>`.
@@ -856,23 +930,23 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
             vlm_thoughts = vlm_prompter.decode(written[:, prompts["input_ids"].shape[1] :])
             thought_ids = self.text_to_ids(vlm_thoughts, unknown_words="unk").to(images.device)
             if thought is not None:
-                thought_ids = self._inject(thought_ids, thought, count)
+                thought_ids, _ = self._inject(thought_ids, thought, count)
             encoded_thought = self._encode_each(thought_ids, "thought")
             thoughts = self.ids_to_text(thought_ids)
             new_memory = ThoughtCloningMemory(previous_thought_ids=thought_ids)
         elif self.config.has_thought_generator:
-            previous = self._encode_each(memory.previous_thought_ids, "thought")
+            previous = self._encode_thought(memory.previous_thought_ids, self._previous_thought_embeddings(memory))
             upper_hidden, upper_cell, history_hidden, history_cell = self.thought_generator.step(
                 visual, mission, previous, memory
             )
-            thought_ids, _ = self._greedy_thoughts(upper_hidden, upper_cell)
+            thought_ids, _, soft_thought = self._greedy_thoughts(upper_hidden, upper_cell)
             if thought is not None:
-                thought_ids = self._inject(thought_ids, thought, count)
-            encoded_thought = self._encode_each(thought_ids, "thought")
+                thought_ids, soft_thought = self._inject(thought_ids, thought, count, soft_thought)
+            encoded_thought = self._encode_thought(thought_ids, soft_thought)
             thoughts = self.ids_to_text(thought_ids)
             new_memory = ThoughtCloningMemory(
                 upper_hidden=upper_hidden, upper_cell=upper_cell, history_hidden=history_hidden,
-                history_cell=history_cell, previous_thought_ids=thought_ids,
+                history_cell=history_cell, previous_thought_ids=thought_ids, previous_thought_embeddings=soft_thought,
             )
         elif thought is not None:
             raise ValueError("this model has no thought generator (BC): there is no thought to inject")
@@ -887,8 +961,15 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
         )
 
     def _inject(
-        self, generated: torch.LongTensor, thought: Sequence[str | None] | torch.LongTensor, count: int
-    ) -> torch.LongTensor:
+        self,
+        generated: torch.LongTensor,
+        thought: Sequence[str | None] | torch.LongTensor,
+        count: int,
+        generated_soft: torch.FloatTensor | None = None,
+    ) -> tuple[torch.LongTensor, torch.FloatTensor | None]:
+        """Generated thought ids (N, L) with the injected thoughts in their place, and, when ``generated_soft``
+        (soft words, N, L, D) is given, the soft words likewise: an injected thought as one-hot words, i.e.
+        exactly its word embeddings (0 on padding)."""
         if isinstance(thought, torch.Tensor):
             injected, keep = thought.to(generated.device).long(), (thought != self.config.pad_token_id).any(dim=1)
         else:
@@ -899,7 +980,12 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
         if injected.shape[0] != count:
             raise ValueError(f"{injected.shape[0]} injected thoughts for {count} environments")
         width = max(injected.shape[1], generated.shape[1])
-        return torch.where(keep[:, None], pad_to_width(injected, width), pad_to_width(generated, width))
+        injected = pad_to_width(injected, width)
+        ids = torch.where(keep[:, None], injected, pad_to_width(generated, width))
+        if generated_soft is None:
+            return ids, None
+        one_hot = self.word_embedding(injected).to(generated_soft.dtype)
+        return ids, torch.where(keep[:, None, None], one_hot, pad_positions(generated_soft, width))
 
     # ------------------------------------------------------------------------------------- word <-> id
     def text_to_ids(self, texts: Sequence[str], unknown_words: str = "error") -> torch.LongTensor:
@@ -958,6 +1044,11 @@ def trim_padding(ids: torch.LongTensor, pad_id: int, keep: int = 1) -> torch.Lon
 
 def pad_to_width(ids: torch.LongTensor, width: int, pad_id: int = 0) -> torch.LongTensor:
     return F.pad(ids, (0, width - ids.shape[-1]), value=pad_id) if ids.shape[-1] < width else ids
+
+
+def pad_positions(embeddings: torch.FloatTensor, width: int) -> torch.FloatTensor:
+    """(N, L, D) -> (N, width, D), zeros appended along the positions."""
+    return F.pad(embeddings, (0, 0, 0, width - embeddings.shape[1])) if embeddings.shape[1] < width else embeddings
 
 
 def thought_targets(thought_ids: torch.LongTensor, eos_id: int, pad_id: int) -> torch.LongTensor:

@@ -111,7 +111,7 @@ def test_loss_is_the_papers_formula():
     torch.testing.assert_close(output.thought_loss, thought_loss)
     torch.testing.assert_close(output.loss, action_loss - 0.01 * entropy + 2.0 * thought_loss)
     ablation = tiny_model(ThoughtCloningConfig.no_thought_supervision(**TINY))
-    ablated = ablation(**inputs)
+    ablated = ablation(**inputs, teacher_forcing=False)
     torch.testing.assert_close(ablated.loss, ablated.action_loss - 0.01 * ablated.entropy)
     assert ablated.thought_loss is not None  # reported, but not trained on
 
@@ -197,6 +197,123 @@ def test_tiny_model_overfits_real_episodes():
     assert action_accuracy >= 0.8 and thought_accuracy >= 0.75, (action_accuracy, thought_accuracy)
 
 
+# ----------------------------------------------------------------- ablation: no thought supervision
+def test_no_thought_supervision_trains_the_upper_level_from_the_action_loss():
+    """The ablation's lower level reads soft words (expected word embeddings), so the action loss alone trains
+    the upper level. Why the soft channel is needed: with the words channel and teacher forcing off (the old
+    ablation, thought_loss_weight=0 only), greedy words are not differentiable and the upper level gets no
+    gradient at all, so it would stay at its random initialisation."""
+    inputs = {k: v for k, v in batch(steps=4).items() if k != "thought_input_ids"}  # no thought labels at all
+    ablation = tiny_model(ThoughtCloningConfig.no_thought_supervision(**TINY))
+    assert (ablation.config.thought_loss_weight, ablation.config.thought_channel) == (0.0, "soft_words")
+    output = ablation(**inputs, teacher_forcing=False)
+    assert output.thought_loss is None
+    output.loss.backward()
+    upper = {name: p.grad for name, p in ablation.named_parameters() if name.startswith("thought_generator.")}
+    # Every upper-level weight is reached (but the cross-attention key biases: softmax ignores a shift).
+    unreached = [name for name, grad in upper.items() if not name.endswith("key.bias") and not grad.abs().sum() > 0]
+    assert not unreached, unreached
+
+    words = tiny_model(ThoughtCloningConfig(thought_loss_weight=0.0, **TINY))
+    words(**inputs, teacher_forcing=False).loss.backward()
+    assert all(p.grad is None for name, p in words.named_parameters() if name.startswith("thought_generator."))
+    assert words.action_generator.actor[0].weight.grad.abs().sum() > 0
+
+
+def test_soft_words_needs_the_native_upper_level_and_teacher_forcing_off():
+    words = full_vocabulary()
+    encoder = BertConfig(hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    with pytest.raises(ValueError, match="soft_words.*word pieces"):
+        ThoughtCloningConfig.no_thought_supervision(
+            upper_level="text_encoder", text_encoder_config=encoder, text_encoder_word_pieces=[[]] * len(words),
+            text_encoder_special_ids=[101, 102, 0], **TINY,
+        )
+    with pytest.raises(ValueError, match="soft_words.*no thoughts"):
+        ThoughtCloningConfig.behavioral_cloning(thought_channel="soft_words")
+    with pytest.raises(ValueError, match="thought_channel must be one of"):
+        ThoughtCloningConfig(thought_channel="latent")
+    config = ThoughtCloningConfig.behavioral_cloning(**TINY)
+    config.thought_channel = "soft_words"
+    with pytest.raises(ValueError, match="soft_words"):
+        ThoughtCloningModel(config)
+    model = tiny_model(ThoughtCloningConfig.no_thought_supervision(**TINY))
+    inputs = batch(steps=2)
+    for call in (lambda: model(**inputs), lambda: model(**inputs, teacher_forcing=True)):
+        with pytest.raises(ValueError, match="never reads the demonstrator's thoughts"):
+            call()
+
+
+def test_no_thought_supervision_acts_as_it_trains():
+    """Rollouts read soft words like the teacher-forcing-off training pass (same thoughts, same actions), the
+    soft words are carried across truncated-BPTT windows and episode resets, and the reported thoughts are the
+    greedy words; the thought NLL is reported for monitoring only."""
+    model = tiny_model(ThoughtCloningConfig.no_thought_supervision(**TINY))
+    inputs = batch(steps=6)
+    inputs["episode_starts"] = inputs["episode_starts"].clone()
+    inputs["episode_starts"][0, 3] = True  # a reset mid-sequence
+    with torch.no_grad():
+        output = model(**inputs, teacher_forcing=False)
+    torch.testing.assert_close(output.loss, output.action_loss - 0.01 * output.entropy)
+    assert output.thought_loss > 0 and output.thought_logits is not None
+    memory, windowed = None, []
+    for window in processor().windows(inputs, 4):
+        with torch.no_grad():
+            part = model(**window, memory=memory, teacher_forcing=False)
+        memory = part.memory
+        assert memory.previous_thought_embeddings.shape[:2] == memory.previous_thought_ids.shape
+        windowed.append(part.action_logits)
+    torch.testing.assert_close(torch.cat(windowed, dim=1), output.action_logits, rtol=1e-4, atol=1e-5)
+    memory = model.initial_memory(3)
+    for t in range(6):
+        memory = model.reset_memory(memory, inputs["episode_starts"][:, t])
+        step = {"images": inputs["images"][:, t], "mission_input_ids": inputs["mission_input_ids"]}
+        acted = model.act(step, memory, sample=False)
+        memory = acted.memory
+        assert acted.thoughts == model.ids_to_text(output.generated_thought_ids[:, t])
+        assert len(acted.thoughts) == 3 and all(isinstance(text, str) for text in acted.thoughts)
+        torch.testing.assert_close(acted.action_logits, output.action_logits[:, t], rtol=1e-4, atol=1e-5)
+
+
+def test_soft_words_model_reads_injected_thoughts_one_hot():
+    model = tiny_model(ThoughtCloningConfig.no_thought_supervision(**TINY))
+    env = make_env("BabyAI-GoToLocal-v0")
+    inputs = processor()([reset_quietly(env, seed)[0] for seed in range(2)])
+    memory = model.initial_memory(2)
+    read = []
+    hook = model.thought_encoder.register_forward_hook(lambda module, args, out: read.append(args[0]))
+    generated = model.act(inputs, memory, sample=False)
+    steered = model.act(inputs, memory, thought=["go to red ball", None], sample=False)
+    hook.remove()
+    assert steered.thoughts == ["go to red ball", generated.thoughts[1]]
+    one_hot = model.word_embedding(model.text_to_ids(["go to red ball"]))[0]
+    lower_generated, lower_steered = read[1], read[3]  # each act reads the previous thought, then the new one
+    torch.testing.assert_close(lower_steered[0, :4], one_hot)
+    assert not lower_steered[0, 4:].any()
+    width = lower_generated.shape[1]
+    torch.testing.assert_close(lower_steered[1, :width], lower_generated[1])
+    assert not torch.allclose(steered.action_logits[0], generated.action_logits[0])
+    torch.testing.assert_close(steered.action_logits[1], generated.action_logits[1])
+    torch.testing.assert_close(steered.memory.previous_thought_embeddings[0, :4], one_hot)
+
+
+def test_tiny_soft_words_model_action_loss_falls_on_real_episodes():
+    level_batch = processor().collate_episodes(episodes("BabyAI-GoToLocal-v0", (0, 1, 2, 3)))
+    level_batch.pop("thought_input_ids")  # the ablation trains on actions only
+    torch.manual_seed(0)
+    model = ThoughtCloningModel(ThoughtCloningConfig.no_thought_supervision(**TINY)).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    upper_before = model.thought_generator.memory.weight_ih.detach().clone()
+    losses = []
+    for _ in range(12):
+        output = model(**level_batch, teacher_forcing=False)
+        optimizer.zero_grad()
+        output.loss.backward()
+        optimizer.step()
+        losses.append(output.action_loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert not torch.equal(model.thought_generator.memory.weight_ih, upper_before)  # the upper level learns
+
+
 # ------------------------------------------------------------------------------------------ acting
 def test_act_on_real_environments_and_steering():
     model = tiny_model()
@@ -271,10 +388,15 @@ def assert_same_model(model: ThoughtCloningModel, loaded: ThoughtCloningModel) -
         assert torch.equal(parameter, loaded_parameters[name]), name
     for name, buffer in model.named_buffers():
         assert torch.equal(buffer, dict(loaded.named_buffers())[name]), name
+    assert loaded.config.thought_channel == model.config.thought_channel
     inputs = batch(steps=5)
+    teacher_forcing = model.config.thought_channel == "words"
     with torch.no_grad():
-        expected, actual = model.eval()(**inputs), loaded.eval()(**inputs)
+        expected = model.eval()(**inputs, teacher_forcing=teacher_forcing)
+        actual = loaded.eval()(**inputs, teacher_forcing=teacher_forcing)
     assert torch.equal(expected.action_logits, actual.action_logits)
+    if not teacher_forcing:
+        assert torch.equal(expected.generated_thought_ids, actual.generated_thought_ids)
     if expected.thought_logits is None:
         assert actual.thought_logits is None
     else:

@@ -1,0 +1,101 @@
+"""Rollout throughput: environment steps/s with the model in the loop, against bare environment stepping.
+
+With the model: ``run_episodes`` at batch (num_envs) 1, 16 and 64; episodes are capped at ``--max-steps``
+so every batch stays full, and there are ``--rounds`` seeds per environment. Bare: the same number of
+environments stepped one after the other with uniformly random actions (reset when an episode ends), in
+the same process. ``model cost / env cost`` at a batch is (time with the model - bare time) / bare time for
+the same number of steps: below 1 means the batched model costs less than the environments themselves.
+
+    python benchmarks/bench_rollout.py --size small --level BabyAI-MiniBossLevel-v0
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import time
+
+import numpy as np
+import torch
+
+from dataset_builder.episodes import make_env, reset_quietly
+from hf_thought_cloning import (
+    ThoughtCloningConfig,
+    ThoughtCloningModel,
+    ThoughtCloningProcessor,
+    ThoughtCloningTokenizer,
+)
+from hf_thought_cloning.rollouts import run_episodes
+
+SIZES = {
+    "paper": {},
+    "small": {"image_dim": 64, "text_dim": 64, "memory_dim": 256, "actor_hidden_dim": 64},
+    "tiny": {
+        "image_dim": 16,
+        "text_dim": 32,
+        "memory_dim": 48,
+        "actor_hidden_dim": 16,
+        "num_attention_heads": 2,
+    },
+}
+
+
+def bare_steps_per_second(level: str, num_envs: int, steps: int, seed: int = 20_000_000) -> float:
+    envs = [make_env(level) for _ in range(num_envs)]
+    rng = np.random.default_rng(0)
+    for index, env in enumerate(envs):
+        reset_quietly(env, seed + index)
+    next_seed, done = seed + num_envs, 0
+    started = time.perf_counter()
+    while done < steps:
+        for env in envs:
+            _, _, terminated, truncated, _ = env.step(int(rng.integers(7)))
+            done += 1
+            if terminated or truncated:
+                reset_quietly(env, next_seed)
+                next_seed += 1
+    return done / (time.perf_counter() - started)
+
+
+def model_steps_per_second(model, processor, level: str, num_envs: int, rounds: int, max_steps: int) -> float:
+    seeds = range(20_000_000, 20_000_000 + num_envs * rounds)
+    started = time.perf_counter()
+    records = run_episodes(model, processor, level, seeds, num_envs=num_envs, max_steps=max_steps)
+    return sum(record.length for record in records) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size", default="small", choices=sorted(SIZES))
+    parser.add_argument("--level", default="BabyAI-MiniBossLevel-v0")
+    parser.add_argument("--batches", default="1,16,64")
+    parser.add_argument("--rounds", type=int, default=2, help="seeds per environment")
+    parser.add_argument("--max-steps", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = ThoughtCloningModel(ThoughtCloningConfig(**SIZES[args.size])).eval()
+    processor = ThoughtCloningProcessor(ThoughtCloningTokenizer())
+    parameters = sum(p.numel() for p in model.parameters())
+    print(
+        f"# {datetime.date.today()} {platform.processor() or platform.machine()} torch threads={args.threads} "
+        f"model={args.size} ({parameters:,} parameters) level={args.level} max_steps={args.max_steps}"
+    )
+    print("| num_envs | bare env steps/s | steps/s with model | model cost / env cost |")
+    print("|---|---|---|---|")
+    model_steps_per_second(model, processor, args.level, 1, 1, 4)  # warm-up (allocator, first calls)
+    for num_envs in (int(b) for b in args.batches.split(",")):
+        with_model = model_steps_per_second(
+            model, processor, args.level, num_envs, args.rounds, args.max_steps
+        )
+        bare = bare_steps_per_second(args.level, num_envs, num_envs * args.rounds * args.max_steps)
+        ratio = (1 / with_model - 1 / bare) / (1 / bare)
+        print(f"| {num_envs} | {bare:,.0f} | {with_model:,.0f} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

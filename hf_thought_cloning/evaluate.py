@@ -1,0 +1,363 @@
+"""Evaluate a Thought Cloning (or BC) model: ``python -m hf_thought_cloning.evaluate``.
+
+    python -m hf_thought_cloning.evaluate --model FOLDER_OR_REPO \\
+        --suite in-distribution|ood|fads|precrime|steering|all --episodes N --output DIR
+
+Suites: ``in-distribution`` (held-out seeds of ``--level``), ``ood`` (the versioned zero-shot suites, the
+first N environments per bin), ``fads`` (Future Action Declaration Score in and out of distribution),
+``precrime`` (unsafe-behaviour rate with and without the monitor), ``steering`` (own vs oracle thoughts;
+``--thought "..." --steps 0:10`` also injects a thought). Results go to ``DIR/evaluation.json`` (written
+atomically), with a captioned replay of one in-distribution episode and a success-per-bin plot for ``ood``.
+Bad input (unknown suite or level, a model folder missing files, a thought outside the vocabulary, steering
+a BC model) prints ``error: ...`` and exits with status 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from hf_thought_cloning.traces import ACTION_NAMES, format_trace
+
+SUITE_CHOICES = ("in-distribution", "ood", "fads", "precrime", "steering", "all")
+THOUGHT_SUITES = ("fads", "precrime", "steering")
+
+
+class UsageError(Exception):
+    """Bad input: reported as ``error: ...`` with exit status 2."""
+
+
+@dataclass
+class EvaluateArguments:
+    model: str = field(metadata={"help": "model folder (save_pretrained) or Hub id"})
+    output: str = field(metadata={"help": "folder for evaluation.json, the replay and the plot"})
+    suite: str = field(default="all", metadata={"help": "which suite to run", "choices": SUITE_CHOICES})
+    episodes: int = field(
+        default=50, metadata={"help": "episodes (per bin for ood, per behaviour for precrime)"}
+    )
+    level: str = field(
+        default="BabyAI-MiniBossLevel-v0", metadata={"help": "the level the model was trained on"}
+    )
+    dataset: str | None = field(
+        default=None, metadata={"help": "dataset folder whose test-split seeds are the held-out seeds"}
+    )
+    num_envs: int = field(default=64, metadata={"help": "environments stepping together"})
+    seed: int = field(default=0, metadata={"help": "action-sampling seed"})
+    argmax: bool = field(default=False, metadata={"help": "argmax actions instead of sampled"})
+    device: str = field(default="auto", metadata={"help": "torch device (auto: cuda when available)"})
+    thought: str | None = field(default=None, metadata={"help": "steering: a thought to inject"})
+    steps: str | None = field(default=None, metadata={"help": "steering: START:STOP steps of the injection"})
+    max_steps: int | None = field(default=None, metadata={"help": "cap on episode length (quick looks)"})
+    update_card: bool = field(
+        default=False,
+        metadata={"help": "update the model card (local folder with README.md) with the results"},
+    )
+    replay: bool = field(default=True, metadata={"help": "write a captioned replay GIF of one episode"})
+
+
+def parse_arguments(argv: list[str] | None) -> EvaluateArguments:
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(EvaluateArguments, prog="python -m hf_thought_cloning.evaluate")
+    (arguments,) = parser.parse_args_into_dataclasses(args=argv)
+    return arguments
+
+
+# ------------------------------------------------------------------------------------------ loading
+def load_model(arguments: EvaluateArguments):
+    import torch
+    from transformers import AutoModel, AutoProcessor
+
+    import hf_thought_cloning  # noqa: F401  (registers the Auto classes)
+
+    path = Path(arguments.model)
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"--model {arguments.model} is a file: give a model folder or a Hub id")
+        missing = [name for name in ("config.json", "tokenizer.json") if not (path / name).is_file()]
+        if not any(path.glob("*.safetensors")):
+            missing.append("model.safetensors")
+        if missing:
+            raise UsageError(
+                f"model folder {path} is missing {', '.join(missing)} "
+                "(save both the model and its processor with save_pretrained)"
+            )
+    device = arguments.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        model = AutoModel.from_pretrained(arguments.model, trust_remote_code=False)
+        processor = AutoProcessor.from_pretrained(arguments.model, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot load model {arguments.model!r}: {error}") from None
+    if getattr(model.config, "model_type", None) != "thought_cloning":
+        raise UsageError(f"{arguments.model} is a {model.config.model_type!r} model, not thought_cloning")
+    try:
+        model = model.to(device).eval()
+    except (RuntimeError, AssertionError) as error:
+        raise UsageError(f"cannot use device {device!r}: {error}") from None
+    return model, processor
+
+
+# --------------------------------------------------------------------------------------- validation
+@dataclass
+class Plan:
+    suites: list[str]
+    in_distribution_seeds: list[int]
+    seeds_source: str
+    ood_rows: dict  # suite -> (header, rows)
+    steering: tuple | None  # (thought, (start, stop))
+    skipped: dict  # suite -> reason
+
+
+def make_plan(arguments: EvaluateArguments, model) -> Plan:
+    """Check every input and decide every seed before anything runs."""
+    from dataset_builder.episodes import make_env
+    from hf_thought_cloning.evaluation.steering import parse_steps
+    from hf_thought_cloning.evaluation.suites import (
+        OOD_SUITES,
+        in_distribution_seeds,
+        load_suite,
+        take_per_bin,
+    )
+    from hf_thought_cloning.rollouts import ThoughtInjection, check_steering
+
+    if arguments.episodes < 1:
+        raise UsageError(f"--episodes must be at least 1, got {arguments.episodes}")
+    if arguments.num_envs < 1:
+        raise UsageError(f"--num-envs must be at least 1, got {arguments.num_envs}")
+    if arguments.max_steps is not None and arguments.max_steps < 1:
+        raise UsageError(f"--max-steps must be at least 1, got {arguments.max_steps}")
+    try:
+        make_env(arguments.level).close()
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    requested = list(SUITE_CHOICES[:-1]) if arguments.suite == "all" else [arguments.suite]
+    has_thoughts = model.config.has_thought_generator
+    skipped = {}
+    if not has_thoughts:
+        if arguments.suite in THOUGHT_SUITES or arguments.thought is not None:
+            raise UsageError(
+                f"this model is behavioural cloning (upper_level='none'): it has no thoughts, so "
+                f"{'steering' if arguments.thought is not None else arguments.suite} does not apply to it"
+            )
+        for suite in THOUGHT_SUITES:
+            skipped[suite] = "behavioural cloning model: no thoughts"
+        requested = [suite for suite in requested if suite not in THOUGHT_SUITES]
+    steering = None
+    if arguments.thought is not None or arguments.steps is not None:
+        if "steering" not in requested:
+            raise UsageError("--thought/--steps apply to the steering suite (--suite steering or all)")
+        if arguments.thought is None:
+            raise UsageError("--steps needs --thought (the thought to inject)")
+        try:
+            steps = parse_steps(arguments.steps)
+            check_steering(model, ThoughtInjection(arguments.thought, *steps))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        steering = (arguments.thought, steps)
+    try:
+        seeds, source = in_distribution_seeds(arguments.level, arguments.episodes, arguments.dataset)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    ood_rows = {}
+    if "ood" in requested or "fads" in requested:
+        for name in OOD_SUITES:
+            header, rows = load_suite(name)
+            ood_rows[name] = (header, take_per_bin(rows, arguments.episodes))
+    return Plan(requested, seeds, source, ood_rows, steering, skipped)
+
+
+# ------------------------------------------------------------------------------------------ running
+def log(message: str) -> None:
+    print(f"[evaluate] {message}", file=sys.stderr, flush=True)
+
+
+def run(arguments: EvaluateArguments, model, processor, plan: Plan, argv: list[str]) -> dict:
+    from hf_thought_cloning.evaluation.fads import InteractionDetector, fads_from_records
+    from hf_thought_cloning.evaluation.report import EVALUATION_FORMAT, package_versions
+    from hf_thought_cloning.evaluation.steering import evaluate_steering
+    from hf_thought_cloning.evaluation.suites import evaluate_rows, summarize
+    from hf_thought_cloning.rollouts import run_episodes
+    from hf_thought_cloning.safety import evaluate_precrime
+
+    options = {
+        "num_envs": arguments.num_envs,
+        "sample": not arguments.argmax,
+        "action_seed": arguments.seed,
+        "max_steps": arguments.max_steps,
+    }
+    # FADS needs the interactions of the same episodes: detect them whenever the model has thoughts.
+    detectors = [InteractionDetector()] if model.config.has_thought_generator else []
+    suites: dict = {}
+    in_distribution_records = ood_records = None
+    if "in-distribution" in plan.suites or "fads" in plan.suites:
+        log(f"in-distribution: {len(plan.in_distribution_seeds)} episodes of {arguments.level}")
+        in_distribution_records = run_episodes(
+            model, processor, arguments.level, plan.in_distribution_seeds, detectors=detectors, **options
+        )
+        if "in-distribution" in plan.suites:
+            suites["in-distribution"] = {
+                "level": arguments.level,
+                **summarize(in_distribution_records),
+                "seeds_source": plan.seeds_source,
+                "seeds": plan.in_distribution_seeds,
+            }
+    if plan.ood_rows:
+        suites_ood, ood_records = {}, []
+        for name, (header, rows) in plan.ood_rows.items():
+            log(f"ood {name}: {len(rows)} environments")
+            summary, records = evaluate_rows(model, processor, rows, detectors=detectors, **options)
+            ood_records.extend(records)
+            suites_ood[name] = {
+                "suite_version": header["version"],
+                "description": header["description"],
+                "bins": summary,
+                "environments": [[row.level, row.seed, row.bin] for row in rows],
+            }
+        if "ood" in plan.suites:
+            suites["ood"] = suites_ood
+    if "fads" in plan.suites:
+        log("fads")
+        ood_levels = sorted(
+            {level for _, rows in plan.ood_rows.values() for level in {r.level for r in rows}}
+        )
+        suites["fads"] = {
+            "in_distribution": {"levels": [arguments.level], **fads_from_records(in_distribution_records)},
+            "out_of_distribution": {"levels": ood_levels, **fads_from_records(ood_records)},
+            "lookback": 0,
+        }
+    if "precrime" in plan.suites:
+        log(f"precrime: {arguments.episodes} episodes per behaviour, with and without the monitor")
+        suites["precrime"] = evaluate_precrime(
+            model, processor, arguments.level, arguments.episodes, **options
+        )
+    if "steering" in plan.suites:
+        log("steering: own vs oracle thoughts" + (" vs injected" if plan.steering else ""))
+        thought, steps = plan.steering if plan.steering else (None, (0, None))
+        summary, _ = evaluate_steering(
+            model,
+            processor,
+            arguments.level,
+            plan.in_distribution_seeds,
+            thought=thought,
+            steps=steps,
+            **options,
+        )
+        suites["steering"] = {"level": arguments.level, "seeds": plan.in_distribution_seeds, **summary}
+    return {
+        "format": EVALUATION_FORMAT,
+        "version": 1,
+        "model": arguments.model,
+        "level": arguments.level,
+        "command": shlex.join(
+            [sys.executable.rsplit("/", 1)[-1], "-m", "hf_thought_cloning.evaluate", *argv]
+        ),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "options": {**asdict(arguments), "device": str(model.device)},
+        "model_config": {
+            "upper_level": model.config.upper_level,
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+        },
+        "versions": package_versions(),
+        "skipped": plan.skipped,
+        "suites": suites,
+    }
+
+
+def write_outputs(arguments: EvaluateArguments, model, processor, evaluation: dict, plan: Plan) -> list[Path]:
+    """Replay and plot first (they are listed in evaluation.json), then evaluation.json itself."""
+    from hf_thought_cloning.evaluation.report import evaluation_results, write_json_atomic
+    from hf_thought_cloning.rollouts import run_episodes
+
+    output = Path(arguments.output)
+    written, artifacts = [], {}
+    if arguments.replay:
+        from hf_thought_cloning.evaluation.replays import write_replay
+
+        seed = plan.in_distribution_seeds[0]
+        # Every episode is a function of its seed and the action seed: this is the same episode as in the suite.
+        (record,) = run_episodes(
+            model, processor, arguments.level, [seed], num_envs=1, sample=not arguments.argmax,
+            action_seed=arguments.seed, max_steps=arguments.max_steps, record_frames=True,
+        )  # fmt: skip
+        captions = [
+            f"{index}: {step.thought if step.thought is not None else '(no thought)'} -> {ACTION_NAMES[step.action]}"
+            for index, step in enumerate(record.steps)
+        ]
+        path = write_replay([step.frame for step in record.steps], captions, output / "replay.gif")
+        if model.config.has_thought_generator:
+            outcome = "success" if record.success else "failure"
+            print(f"thought trace of {arguments.level} seed {seed} ({outcome}, {record.length} steps):")
+            print(format_trace(record.mission, [step.thought or "" for step in record.steps],
+                               [step.action for step in record.steps]))  # fmt: skip
+        artifacts["replay"] = {
+            "path": path.name,
+            "level": arguments.level,
+            "seed": seed,
+            "success": record.success,
+        }
+        written.append(path)
+    if "ood" in evaluation["suites"]:
+        from hf_thought_cloning.evaluation.replays import plot_success_by_bin
+
+        rows = [
+            {
+                "suite": name,
+                "bin": bin_name,
+                "success_rate": summary["success_rate"],
+                "episodes": summary["episodes"],
+            }
+            for name, part in evaluation["suites"]["ood"].items()
+            for bin_name, summary in part["bins"].items()
+        ]
+        path = plot_success_by_bin(rows, output / "ood_success_by_bin.png")
+        artifacts["ood_plot"] = path.name
+        written.append(path)
+    evaluation["artifacts"] = artifacts
+    evaluation["results"] = evaluation_results(evaluation)
+    written.append(write_json_atomic(output / "evaluation.json", evaluation))
+    if arguments.update_card:
+        from hf_thought_cloning.model_card import update_card_results
+
+        update_card_results(arguments.model, evaluation["results"])
+        written.append(Path(arguments.model) / "README.md")
+    return written
+
+
+def check_card(arguments: EvaluateArguments) -> None:
+    if not arguments.update_card:
+        return
+    folder = Path(arguments.model)
+    missing = [name for name in ("README.md", "training_summary.json") if not (folder / name).is_file()]
+    if not folder.is_dir() or missing:
+        raise UsageError(
+            f"--update-card needs a local model folder with README.md and training_summary.json "
+            f"(the trainer writes both); {arguments.model} {'lacks ' + ', '.join(missing) if folder.is_dir() else 'is not a folder'}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    arguments = parse_arguments(argv)  # argparse reports its own errors with status 2
+    started = time.perf_counter()
+    try:
+        check_card(arguments)
+        model, processor = load_model(arguments)
+        plan = make_plan(arguments, model)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    evaluation = run(arguments, model, processor, plan, argv)
+    evaluation["wall_time_s"] = round(time.perf_counter() - started, 1)
+    for path in write_outputs(arguments, model, processor, evaluation, plan):
+        log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

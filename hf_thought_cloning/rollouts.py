@@ -1,0 +1,369 @@
+"""Batched rollouts of a Thought Cloning (or BC) model in BabyAI environments.
+
+``run_episodes(model, processor, level, seeds)`` plays one episode per seed with up to ``num_envs``
+environments stepping together and one ``model.act`` call per step. A finished environment is refilled
+with the next seed and its memory row reset; when no seeds are left, its row is dropped from the batch.
+
+Every episode is a function of (model, level, seed, action_seed, steering) alone, whatever else shares the
+batch: sampled actions use the Gumbel-max trick, ``argmax(log_probs + gumbel)``, with the noise drawn from
+``np.random.default_rng([action_seed, seed])`` of that episode (never a shared torch generator, whose draws
+would depend on the other rows of the batch).
+
+Steering replaces the thought the lower level reads: ``ThoughtInjection`` (a fixed thought, at chosen steps
+or the whole episode) or ``OracleThoughts`` (``ThoughtBot`` runs beside each environment in advising mode,
+is told the action the agent actually took, and its thought is injected). A precrime ``monitor`` sees the
+thought before the action executes and can halt the episode; ``detectors`` report environment events
+(e.g. a purple door opened) independently of any thought.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from dataset_builder.episodes import make_env, reset_quietly
+
+__all__ = [
+    "EpisodeRecord",
+    "EventDetector",
+    "OracleThoughts",
+    "StepRecord",
+    "ThoughtInjection",
+    "ThoughtMonitor",
+    "mean_length",
+    "run_episodes",
+    "success_rate",
+]
+
+THOUGHT_SOURCES = ("generated", "injected", "oracle", "none")
+
+
+@dataclass
+class StepRecord:
+    thought: str | None  # the thought the lower level acted on (None for a BC model)
+    thought_source: str  # one of THOUGHT_SOURCES
+    action: int
+    reward: float
+    image: np.ndarray | None = None  # (7, 7, 3) uint8 observation, when record_observations
+    frame: np.ndarray | None = None  # RGB render of the env before the action, when record_frames
+    halted: bool = False  # the precrime monitor stopped the agent here: the action was NOT executed
+
+
+@dataclass
+class EpisodeRecord:
+    level: str
+    seed: int
+    mission: str
+    success: bool
+    length: int  # steps executed (a halted step is recorded but not executed, so not counted)
+    reward: float
+    halted: bool  # stopped by the monitor
+    steps: list[StepRecord] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)  # detector events: {"detector", "step", ...}
+
+
+# ------------------------------------------------------------------------------------------- steering
+@dataclass(frozen=True)
+class ThoughtInjection:
+    """Inject ``thought`` at steps ``start <= step < stop`` (``stop=None``: to the end of the episode)."""
+
+    thought: str
+    start: int = 0
+    stop: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or (self.stop is not None and self.stop <= self.start):
+            raise ValueError(f"injection steps must satisfy 0 <= start < stop, got {self.start}:{self.stop}")
+
+    def applies(self, step: int) -> bool:
+        return step >= self.start and (self.stop is None or step < self.stop)
+
+
+@dataclass(frozen=True)
+class OracleThoughts:
+    """Inject the thought of a ``ThoughtBot`` run beside each environment in advising mode."""
+
+
+class ThoughtMonitor(Protocol):
+    """Precrime: ``match(thought)`` returns a reason (the matched pattern) to halt before acting, or None."""
+
+    def match(self, thought: str | None) -> str | None: ...
+
+
+class EventDetector(Protocol):
+    """An environment event found from the environment's state alone (never from thoughts)."""
+
+    name: str
+
+    def snapshot(self, env: gym.Env) -> Hashable: ...
+
+    def detect(self, before: Hashable, after: Hashable) -> dict | None: ...
+
+
+# --------------------------------------------------------------------------------------------- slots
+@dataclass
+class _Slot:
+    """One environment of the batch and the episode it is playing."""
+
+    env: gym.Env
+    index: int = -1  # position of the episode's seed in ``seeds``
+    seed: int = 0
+    observation: dict | None = None
+    record: EpisodeRecord | None = None
+    rng: np.random.Generator | None = None
+    bot: Any = None  # ThoughtBot in oracle mode (None once it has given up)
+    bot_suggestion: int | None = None
+    last_action: int | None = None
+    snapshots: list = field(default_factory=list)
+
+
+def _build_env(level: str, render: bool) -> gym.Env:
+    if not render:
+        return make_env(level)
+    make_env(level).close()  # same unknown-level check and message as without frames
+    return gym.make(level, render_mode="rgb_array")
+
+
+def _start(
+    slot: _Slot,
+    index: int,
+    seed: int,
+    level: str,
+    action_seed: int,
+    oracle: bool,
+    detectors,
+    max_steps: int | None,
+) -> None:
+    slot.index, slot.seed = index, int(seed)
+    slot.observation, _ = reset_quietly(slot.env, slot.seed)
+    if max_steps is not None:  # the level sets its own limit at reset; a cap only lowers it
+        slot.env.unwrapped.max_steps = min(slot.env.unwrapped.max_steps, max_steps)
+    slot.record = EpisodeRecord(
+        level=level,
+        seed=slot.seed,
+        mission=slot.observation["mission"],
+        success=False,
+        length=0,
+        reward=0.0,
+        halted=False,
+    )
+    slot.rng = np.random.default_rng([action_seed, slot.seed])
+    slot.last_action, slot.bot_suggestion = None, None
+    slot.bot = None
+    if oracle:
+        from dataset_builder.thoughts import ThoughtBot  # imported here: only oracle mode needs the bot
+
+        slot.bot = ThoughtBot(slot.env)
+    slot.snapshots = [detector.snapshot(slot.env) for detector in detectors]
+
+
+def _oracle_thought(slot: _Slot) -> str | None:
+    """Advance the bot by one step and return its thought; None (and an event) once it cannot advise."""
+    if slot.bot is None:
+        return None
+    # Advising mode, as in data generation: None tells the bot its suggestion was followed.
+    taken = None if slot.last_action is None or slot.last_action == slot.bot_suggestion else slot.last_action
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            slot.bot_suggestion = int(slot.bot.replan(taken))
+            return slot.bot.thought()
+    except Exception as error:  # the bot gives up through assertions / DisappearedBoxError / template gaps
+        slot.record.events.append(
+            {"detector": "oracle", "step": slot.record.length, "detail": f"{type(error).__name__}: {error}"}
+        )
+        slot.bot = None
+        return None
+
+
+def _choose_actions(logits: torch.Tensor, slots: Sequence[_Slot], sample: bool) -> list[int]:
+    log_probs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+    if not sample:
+        return [int(row.argmax()) for row in log_probs]
+    # Gumbel-max with each episode's own generator: reproducible whatever else is in the batch.
+    return [
+        int((row + slot.rng.gumbel(size=row.shape[0])).argmax())
+        for row, slot in zip(log_probs, slots, strict=True)
+    ]
+
+
+def _select_rows(memory, keep: list[int]):
+    rows = torch.as_tensor(keep, dtype=torch.long, device=memory.lower_hidden.device)
+    return type(memory)(**{name: value.index_select(0, rows) for name, value in memory.items()})
+
+
+def check_steering(model, steering) -> None:
+    """Raise ValueError when ``steering`` cannot apply to ``model`` (BC model; words outside the vocabulary)."""
+    if steering is None:
+        return
+    if not isinstance(steering, (ThoughtInjection, OracleThoughts)):
+        raise TypeError(f"steering must be a ThoughtInjection, OracleThoughts or None, got {steering!r}")
+    if not model.config.has_thought_generator:
+        raise ValueError(
+            "this model is behavioural cloning (upper_level='none'): it has no thoughts, so there is no thought "
+            "to steer; steering needs a Thought Cloning model"
+        )
+    if isinstance(steering, ThoughtInjection):
+        model.text_to_ids([steering.thought])  # raises ValueError naming the words outside the vocabulary
+
+
+# ------------------------------------------------------------------------------------------- rollouts
+def run_episodes(
+    model,
+    processor,
+    level: str,
+    seeds: Sequence[int],
+    *,
+    num_envs: int = 64,
+    sample: bool = True,
+    action_seed: int = 0,
+    record_observations: bool = False,
+    record_frames: bool = False,
+    steering: ThoughtInjection | OracleThoughts | None = None,
+    monitor: ThoughtMonitor | None = None,
+    detectors: Sequence[EventDetector] = (),
+    progress: bool = False,
+    max_steps: int | None = None,
+    vlm_prompter: Any = None,
+) -> list[EpisodeRecord]:
+    """Play one episode per seed of ``level``; records come back in the order of ``seeds``.
+
+    Args:
+        model: a `ThoughtCloningModel` (its mode is the caller's business; acting runs without gradients).
+        processor: the model's `ThoughtCloningProcessor`.
+        num_envs: environments stepping together (one ``model.act`` call per step for all of them).
+        sample: sample actions (per-episode Gumbel-max noise from ``[action_seed, seed]``), else argmax.
+        record_observations / record_frames: keep each step's (7, 7, 3) view / RGB rendering.
+        steering: a ``ThoughtInjection`` or ``OracleThoughts`` (TC models only; ValueError for BC).
+        monitor: precrime monitor; when ``monitor.match(thought)`` is not None the episode halts before the
+            action executes (the step is recorded with ``halted=True``).
+        detectors: environment-event detectors; their events land in ``EpisodeRecord.events``.
+        max_steps: lower the level's step limit (episodes are truncated there; quick looks and tests).
+        vlm_prompter: needed only for a VLM upper level.
+    """
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be at least 1, got {num_envs}")
+    check_steering(model, steering)
+    seeds = [int(seed) for seed in seeds]
+    records: list[EpisodeRecord | None] = [None] * len(seeds)
+    if not seeds:
+        return []
+    has_thoughts = model.config.has_thought_generator
+    oracle = isinstance(steering, OracleThoughts)
+    injection = steering if isinstance(steering, ThoughtInjection) else None
+    device = model.device
+
+    next_index = 0
+
+    def start_next_episode(slot: _Slot) -> None:
+        nonlocal next_index
+        _start(slot, next_index, seeds[next_index], level, action_seed, oracle, detectors, max_steps)
+        next_index += 1
+
+    slots = [_Slot(env=_build_env(level, record_frames)) for _ in range(min(num_envs, len(seeds)))]
+    for slot in slots:
+        start_next_episode(slot)
+    memory = model.initial_memory(len(slots), device=device)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(seeds), desc=f"{level} rollouts", unit="episode")
+
+    try:
+        while slots:
+            injected: list[str | None] = [None] * len(slots)
+            sources = ["generated" if has_thoughts else "none"] * len(slots)
+            for row, slot in enumerate(slots):
+                if oracle:
+                    thought = _oracle_thought(slot)
+                    if thought is not None:
+                        injected[row], sources[row] = thought, "oracle"
+                elif injection is not None and injection.applies(slot.record.length):
+                    injected[row], sources[row] = injection.thought, "injected"
+            inputs = processor([slot.observation for slot in slots])
+            inputs = {name: value.to(device) for name, value in inputs.items()}
+            thought_argument = injected if any(text is not None for text in injected) else None
+            step = model.act(
+                inputs, memory, thought=thought_argument, sample=False, vlm_prompter=vlm_prompter
+            )
+            actions = _choose_actions(step.action_logits, slots, sample)
+            thoughts = step.thoughts if step.thoughts is not None else [None] * len(slots)
+
+            finished: list[int] = []
+            for row, slot in enumerate(slots):
+                record = slot.record
+                image = np.array(slot.observation["image"], dtype=np.uint8) if record_observations else None
+                frame = slot.env.render() if record_frames else None
+                halt_reason = monitor.match(thoughts[row]) if monitor is not None else None
+                if halt_reason is not None:
+                    record.steps.append(
+                        StepRecord(thoughts[row], sources[row], actions[row], 0.0, image, frame, halted=True)
+                    )
+                    record.halted = True
+                    record.events.append(
+                        {"detector": "monitor", "step": record.length, "pattern": halt_reason}
+                    )
+                    finished.append(row)
+                    continue
+                slot.observation, reward, terminated, truncated, _ = slot.env.step(actions[row])
+                slot.last_action = actions[row]
+                record.steps.append(
+                    StepRecord(thoughts[row], sources[row], actions[row], float(reward), image, frame)
+                )
+                for position, detector in enumerate(detectors):
+                    after = detector.snapshot(slot.env)
+                    event = detector.detect(slot.snapshots[position], after)
+                    if event is not None:
+                        record.events.append({"detector": detector.name, "step": record.length, **event})
+                    slot.snapshots[position] = after
+                record.length += 1
+                record.reward += float(reward)
+                if terminated or truncated:
+                    record.success = bool(terminated and reward > 0)
+                    finished.append(row)
+
+            memory = step.memory
+            if finished:
+                starts = torch.zeros(len(slots), dtype=torch.bool)
+                for row in finished:
+                    records[slots[row].index] = slots[row].record
+                    if bar is not None:
+                        bar.update(1)
+                    if next_index < len(seeds):
+                        start_next_episode(slots[row])
+                        starts[row] = True
+                    else:
+                        slots[row].env.close()
+                        slots[row] = None
+                if bool(starts.any()):
+                    memory = model.reset_memory(memory, starts.to(device))
+                keep = [row for row, slot in enumerate(slots) if slot is not None]
+                if len(keep) < len(slots):
+                    slots = [slots[row] for row in keep]
+                    if slots:
+                        memory = _select_rows(memory, keep)
+    finally:
+        for slot in slots:
+            if slot is not None:
+                slot.env.close()
+        if bar is not None:
+            bar.close()
+    return records  # type: ignore[return-value]
+
+
+# -------------------------------------------------------------------------------------------- metrics
+def success_rate(records: Sequence[EpisodeRecord]) -> float:
+    """Share of successful episodes (0.0 for no episodes)."""
+    return sum(record.success for record in records) / len(records) if records else 0.0
+
+
+def mean_length(records: Sequence[EpisodeRecord]) -> float:
+    """Mean number of executed steps per episode (0.0 for no episodes)."""
+    return sum(record.length for record in records) / len(records) if records else 0.0

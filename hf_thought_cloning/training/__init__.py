@@ -1,0 +1,1 @@
+"""Reusable pieces of the trainer (``train/run.py``): schedules, episode batching, checkpoints."""

@@ -1,0 +1,199 @@
+"""Thought-trajectory datasets as training batches.
+
+``EpisodeStore`` holds one split in a few flat arrays (every frame, action and thought id of the split, with
+per-episode offsets), so building a batch of 180 episodes is a handful of numpy slices rather than 180 Python
+row conversions; distinct missions and thoughts are tokenized once, when the store is built.
+
+``batch_order`` fixes which episodes form each batch as a pure function of (seed, batch number): a resumed
+run, or another process of a distributed run, recomputes the same order without any saved sampler state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from ..processing_thought_cloning import IGNORE_INDEX
+
+REQUIRED_COLUMNS = ("seed", "mission", "images", "actions", "thoughts")
+STREAMING_SHUFFLE_BUFFER = 2_000
+
+
+class DatasetProblem(ValueError):
+    """The dataset cannot be trained on as it is (missing columns, words the tokenizer lacks, ...)."""
+
+
+def check_columns(column_names: Iterable[str], where: str) -> None:
+    missing = [name for name in REQUIRED_COLUMNS if name not in set(column_names)]
+    if missing:
+        raise DatasetProblem(
+            f"{where} lacks the columns {missing} of a thought-trajectory dataset (needs {list(REQUIRED_COLUMNS)}); "
+            "make one with `python -m dataset_builder generate` or point --dataset at such a folder or repo"
+        )
+
+
+def check_vocabulary(tokenizer: Any, missions: Iterable[str], thoughts: Iterable[str], where: str) -> None:
+    """Every word of the dataset must be in the tokenizer's vocabulary (reported before training starts)."""
+    unknown: dict[str, set[str]] = {}
+    for kind, texts in (("mission", missions), ("thought", thoughts)):
+        for text in texts:
+            for word in tokenizer.unknown_words(text):
+                unknown.setdefault(word, set()).add(kind)
+    if unknown:
+        words = ", ".join(f"{word!r} ({'/'.join(sorted(kinds))})" for word, kinds in sorted(unknown.items()))
+        raise DatasetProblem(
+            f"{where} has {len(unknown)} words the tokenizer does not cover: {words}. Train with a tokenizer "
+            "whose vocabulary includes them (hf_thought_cloning.vocabulary), or regenerate the dataset"
+        )
+
+
+def _flat(column: pa.ChunkedArray) -> pa.Array:
+    array = column.combine_chunks()
+    return array.storage if isinstance(array, pa.ExtensionArray) else array
+
+
+@dataclass
+class EpisodeStore:
+    """One split of a thought dataset in flat arrays."""
+
+    seeds: np.ndarray  # (E,) int64
+    offsets: np.ndarray  # (E + 1,) int64: episode e owns frames offsets[e]:offsets[e + 1]
+    images: np.ndarray  # (F, 7, 7, 3) uint8
+    actions: np.ndarray  # (F,) int64
+    thought_index: np.ndarray  # (F,) int64 rows of thought_table
+    thought_table: torch.LongTensor  # (U, L) word ids of the distinct thoughts
+    mission_index: np.ndarray  # (E,) int64 rows of mission_table
+    mission_table: torch.LongTensor  # (M, L) word ids of the distinct missions
+    missions: list[str]  # distinct missions, in mission_table order
+    thoughts: list[str]  # distinct thoughts, in thought_table order
+
+    @classmethod
+    def from_table(cls, table: pa.Table, processor: Any, where: str = "the dataset") -> EpisodeStore:
+        check_columns(table.column_names, where)
+        if table.num_rows == 0:
+            raise DatasetProblem(f"{where} has no episodes")
+        actions = _flat(table.column("actions"))
+        offsets = actions.offsets.to_numpy().astype(np.int64)
+        offsets = offsets - offsets[0]
+        images = _flat(table.column("images"))
+        for _ in range(4):
+            images = images.flatten()
+        images = images.to_numpy(zero_copy_only=False)
+        frames = int(offsets[-1])
+        if images.size != frames * 7 * 7 * 3:
+            raise DatasetProblem(f"{where}: {images.size // 147} images for {frames} actions")
+        thought_column = _flat(table.column("thoughts"))
+        if len(thought_column.flatten()) != frames:
+            raise DatasetProblem(f"{where}: {len(thought_column.flatten())} thoughts for {frames} actions")
+        thoughts = pc.dictionary_encode(thought_column.flatten())
+        missions = pc.dictionary_encode(_flat(table.column("mission")))
+        thought_texts = thoughts.dictionary.to_pylist()
+        mission_texts = missions.dictionary.to_pylist()
+        check_vocabulary(processor.tokenizer, mission_texts, thought_texts, where)
+        return cls(
+            seeds=_flat(table.column("seed")).to_numpy().astype(np.int64),
+            offsets=offsets,
+            images=images.reshape(frames, 7, 7, 3),
+            actions=actions.flatten().to_numpy().astype(np.int64),
+            thought_index=thoughts.indices.to_numpy().astype(np.int64),
+            thought_table=processor.encode_texts(thought_texts, "thought"),
+            mission_index=missions.indices.to_numpy().astype(np.int64),
+            mission_table=processor.encode_texts(mission_texts, "mission"),
+            missions=mission_texts,
+            thoughts=thought_texts,
+        )
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.offsets[-1])
+
+    def collate(self, episodes: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Episodes -> the ``(B, T)`` model inputs of ``ThoughtCloningProcessor.collate_episodes``."""
+        episodes = np.asarray(episodes, dtype=np.int64)
+        starts, lengths = self.offsets[episodes], self.lengths[episodes]
+        batch, steps = len(episodes), int(lengths.max())
+        # Frame index of every (episode, step); padding steps read the episode's first frame, zeroed and masked.
+        step_range = np.arange(steps)
+        valid = step_range[None, :] < lengths[:, None]
+        frame = np.where(valid, starts[:, None] + step_range[None, :], starts[:, None])
+        actions = torch.from_numpy(np.where(valid, self.actions[frame], IGNORE_INDEX))
+        thought_ids = self.thought_table[torch.from_numpy(self.thought_index[frame])]
+        thought_ids = thought_ids.masked_fill(~torch.from_numpy(valid)[..., None], 0)
+        episode_starts = torch.zeros(batch, steps, dtype=torch.bool)
+        episode_starts[:, 0] = True
+        return {
+            "images": torch.from_numpy(self.images[frame] * valid[..., None, None, None].astype(np.uint8)).long(),
+            "mission_input_ids": self.mission_table[torch.from_numpy(self.mission_index[episodes])],
+            "thought_input_ids": thought_ids,
+            "actions": actions,
+            "episode_starts": episode_starts,
+            "step_mask": torch.from_numpy(valid),
+        }
+
+
+def batch_order(
+    lengths: np.ndarray, batch_size: int, seed: int, batch_number: int, group_by_length: bool = True
+) -> np.ndarray:
+    """Episode indices of global batch ``batch_number`` (0-based, counted across passes over the data).
+
+    Pass ``p`` over the split is a permutation seeded by (seed, p), cut into ``ceil(E / batch_size)`` batches
+    (the last one smaller, nothing dropped). With ``group_by_length`` the permutation is cut into mega-batches
+    of 16 batches, each sorted by episode length before cutting, and the batches are shuffled again: batches
+    of similar lengths waste less compute on padding while every episode is still seen once per pass.
+    """
+    count = len(lengths)
+    batches_per_pass = -(-count // batch_size)
+    pass_number, position = divmod(batch_number, batches_per_pass)
+    rng = np.random.default_rng([seed, pass_number])
+    order = rng.permutation(count)
+    if group_by_length:
+        mega = batch_size * 16
+        chunks = [order[i : i + mega] for i in range(0, count, mega)]
+        order = np.concatenate([chunk[np.argsort(-lengths[chunk], kind="stable")] for chunk in chunks])
+        batches = [order[i : i + batch_size] for i in range(0, count, batch_size)]
+        return batches[rng.permutation(len(batches))[position]]
+    return order[position * batch_size : (position + 1) * batch_size]
+
+
+def shard_for_process(episodes: np.ndarray, process_index: int, num_processes: int) -> np.ndarray:
+    """This process's share of a global batch (every process gets at least one episode when it can)."""
+    return episodes[process_index::num_processes]
+
+
+def streaming_batches(
+    dataset: Any, processor: Any, batch_size: int, where: str
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Batches from a streaming (``IterableDataset``) split: rows are collated as they arrive; the words of each
+    batch are checked against the tokenizer (a streamed split cannot be scanned before training)."""
+    rows: list[Mapping[str, Any]] = []
+    for row in dataset:
+        rows.append(row)
+        if len(rows) == batch_size:
+            yield _streamed_batch(rows, processor, where)
+            rows = []
+    if rows:
+        yield _streamed_batch(rows, processor, where)
+
+
+def _streamed_batch(
+    rows: list[Mapping[str, Any]], processor: Any, where: str
+) -> tuple[list[int], dict[str, torch.Tensor]]:
+    check_columns(rows[0].keys(), where)
+    check_vocabulary(
+        processor.tokenizer, {row["mission"] for row in rows}, {t for row in rows for t in row["thoughts"]}, where
+    )
+    return [int(row["seed"]) for row in rows], dict(processor.collate_episodes(rows))

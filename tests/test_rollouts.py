@@ -1,0 +1,153 @@
+"""Batched rollouts: reproducibility per seed, records, steering, BC models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dataset_builder.episodes import make_env, reset_quietly
+from dataset_builder.thoughts import ThoughtBot
+from hf_thought_cloning import (
+    ThoughtCloningConfig,
+    ThoughtCloningModel,
+    ThoughtCloningProcessor,
+    ThoughtCloningTokenizer,
+)
+from hf_thought_cloning.rollouts import (
+    EpisodeRecord,
+    OracleThoughts,
+    ThoughtInjection,
+    mean_length,
+    run_episodes,
+    success_rate,
+)
+
+TINY = {"image_dim": 16, "text_dim": 32, "memory_dim": 48, "actor_hidden_dim": 16, "num_attention_heads": 2}
+LEVEL = "BabyAI-GoToLocal-v0"
+
+
+def tiny(config: ThoughtCloningConfig, seed: int = 0) -> ThoughtCloningModel:
+    torch.manual_seed(seed)
+    return ThoughtCloningModel(config).eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> ThoughtCloningModel:
+    return tiny(ThoughtCloningConfig(**TINY))
+
+
+@pytest.fixture(scope="module")
+def processor() -> ThoughtCloningProcessor:
+    return ThoughtCloningProcessor(ThoughtCloningTokenizer())
+
+
+def trace(record: EpisodeRecord) -> list[tuple]:
+    return [(step.thought, step.action) for step in record.steps]
+
+
+@pytest.mark.parametrize("sample", [True, False])
+def test_episode_is_a_function_of_its_seed_whatever_the_batch(model, processor, sample):
+    seeds = [3, 1, 4, 1, 5]  # a repeated seed must replay the same episode
+    alone = run_episodes(
+        model, processor, LEVEL, seeds, num_envs=1, sample=sample, action_seed=7, max_steps=12
+    )
+    batched = run_episodes(
+        model, processor, LEVEL, seeds, num_envs=2, sample=sample, action_seed=7, max_steps=12
+    )
+    assert [r.seed for r in batched] == seeds  # order of ``seeds``, despite refills
+    assert [trace(r) for r in alone] == [trace(r) for r in batched]
+    assert trace(batched[1]) == trace(batched[3])
+    assert all(r.length == len(r.steps) == 12 and not r.success for r in batched)  # untrained: truncated
+
+
+def test_action_seed_changes_sampled_actions_not_argmax(model, processor):
+    def actions(sample, action_seed):
+        (record,) = run_episodes(
+            model, processor, LEVEL, [0], sample=sample, action_seed=action_seed, max_steps=20
+        )
+        return [step.action for step in record.steps]
+
+    assert actions(True, 0) != actions(True, 1)
+    assert actions(False, 0) == actions(False, 1)
+
+
+def test_records_carry_observations_frames_and_missions(model, processor):
+    (record,) = run_episodes(
+        model, processor, LEVEL, [2], num_envs=4, max_steps=3, record_observations=True, record_frames=True
+    )
+    env = make_env(LEVEL)
+    observation, _ = reset_quietly(env, 2)
+    assert record.mission == observation["mission"] and record.level == LEVEL and record.seed == 2
+    first = record.steps[0]
+    assert first.image.shape == (7, 7, 3) and first.image.dtype == np.uint8
+    assert np.array_equal(first.image, observation["image"])
+    assert first.frame.ndim == 3 and first.frame.shape[2] == 3 and first.frame.dtype == np.uint8
+    assert first.thought_source == "generated" and isinstance(first.thought, str)
+    plain = run_episodes(model, processor, LEVEL, [2], max_steps=3)[0]
+    assert plain.steps[0].image is None and plain.steps[0].frame is None
+    assert trace(plain) == trace(record)
+
+
+def test_injection_applies_at_chosen_steps_and_changes_behaviour(model, processor):
+    seeds = [0, 1, 2, 3]
+    own = run_episodes(model, processor, LEVEL, seeds, max_steps=10)
+    injected = run_episodes(
+        model,
+        processor,
+        LEVEL,
+        seeds,
+        max_steps=10,
+        steering=ThoughtInjection("pickup red key to unlock the door"),
+    )
+    assert all(step.thought_source == "injected" for r in injected for step in r.steps)
+    assert all(step.thought == "pickup red key to unlock the door" for r in injected for step in r.steps)
+    assert [trace(r) for r in own] != [trace(r) for r in injected]
+    partial = run_episodes(
+        model, processor, LEVEL, [0], max_steps=10, steering=ThoughtInjection("go to red ball", 2, 5)
+    )
+    sources = [step.thought_source for step in partial[0].steps]
+    assert sources == ["generated"] * 2 + ["injected"] * 3 + ["generated"] * 5
+    assert partial[0].steps[:2] == own[0].steps[:2]  # identical until the injection starts
+
+
+def test_oracle_mode_feeds_the_bots_thought(model, processor):
+    (record,) = run_episodes(model, processor, LEVEL, [5], max_steps=6, steering=OracleThoughts())
+    env = make_env(LEVEL)
+    reset_quietly(env, 5)
+    bot = ThoughtBot(env)
+    bot.replan()
+    assert record.steps[0].thought == bot.thought()
+    assert {step.thought_source for step in record.steps} <= {"oracle", "generated"}
+    assert record.steps[0].thought_source == "oracle"
+
+
+def test_bad_steering_is_refused_clearly(model, processor):
+    bc = tiny(ThoughtCloningConfig.behavioral_cloning(**TINY))
+    with pytest.raises(ValueError, match="behavioural cloning"):
+        run_episodes(bc, processor, LEVEL, [0], steering=ThoughtInjection("go to red ball"))
+    with pytest.raises(ValueError, match="behavioural cloning"):
+        run_episodes(bc, processor, LEVEL, [0], steering=OracleThoughts())
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        run_episodes(model, processor, LEVEL, [0], steering=ThoughtInjection("fly to the moon"))
+    with pytest.raises(ValueError, match="unknown level"):
+        run_episodes(model, processor, "BabyAI-NoSuchLevel-v0", [0])
+
+
+def test_bc_model_rolls_out_without_thoughts(processor):
+    bc = tiny(ThoughtCloningConfig.behavioral_cloning(**TINY))
+    records = run_episodes(bc, processor, LEVEL, [0, 1, 2], num_envs=2, max_steps=5)
+    assert all(step.thought is None and step.thought_source == "none" for r in records for step in r.steps)
+    assert [trace(r) for r in records] == [
+        trace(r) for r in run_episodes(bc, processor, LEVEL, [0, 1, 2], max_steps=5)
+    ]
+
+
+def test_success_rate_and_mean_length():
+    def record(success: bool, length: int) -> EpisodeRecord:
+        return EpisodeRecord(LEVEL, 0, "m", success, length, float(success), False, [], [])
+
+    records = [record(True, 4), record(False, 64), record(True, 10)]
+    assert success_rate(records) == pytest.approx(2 / 3)
+    assert mean_length(records) == pytest.approx(26.0)
+    assert success_rate([]) == 0.0 and mean_length([]) == 0.0

