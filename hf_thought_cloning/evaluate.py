@@ -204,6 +204,7 @@ def run(arguments: EvaluateArguments, model, processor, plan: Plan, argv: list[s
             suites["in-distribution"] = {
                 "level": arguments.level,
                 **summarize(in_distribution_records),
+                "successful_seeds": [record.seed for record in in_distribution_records if record.success],
                 "seeds_source": plan.seeds_source,
                 "seeds": plan.in_distribution_seeds,
             }
@@ -279,7 +280,9 @@ def write_outputs(arguments: EvaluateArguments, model, processor, evaluation: di
     if arguments.replay:
         from hf_thought_cloning.evaluation.replays import write_replay
 
-        seed = plan.in_distribution_seeds[0]
+        # A successful episode shows what the agent learned (the first held-out seed when none succeeded).
+        successful = evaluation["suites"].get("in-distribution", {}).get("successful_seeds") or []
+        seed = successful[0] if successful else plan.in_distribution_seeds[0]
         # Every episode is a function of its seed and the action seed: this is the same episode as in the suite.
         (record,) = run_episodes(
             model, processor, arguments.level, [seed], num_envs=1, sample=not arguments.argmax,

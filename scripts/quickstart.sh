@@ -18,6 +18,7 @@ START=$SECONDS
 .venv/bin/python -m dataset_builder validate "$DATA"
 
 .venv/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no --cpu \
+  --num_cpu_threads_per_process 2 \
   train/run.py --config train/configs/quickstart.yaml --dataset "$DATA" --output_dir "$AGENT" --overwrite
 
 .venv/bin/python -m hf_thought_cloning.evaluate --model "$AGENT/model" --suite in-distribution \

@@ -230,7 +230,7 @@ def test_bad_input_is_reported_before_training(generated_folder, tmp_path):
     not_thoughts.mkdir()
     (not_thoughts / "data.csv").write_text("seed,mission\n1,go to the red ball\n")
     done = train(not_thoughts, tmp_path / "c", check=False)
-    assert done.returncode == 2 and "lacks the columns" in done.stderr
+    assert done.returncode == 2 and "not a thought dataset folder" in done.stderr
     for name in ("a", "b", "c"):
         assert not (tmp_path / name / "model").exists()
     taken = tmp_path / "taken"

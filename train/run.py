@@ -53,6 +53,8 @@ from hf_thought_cloning.training.data import (
     EpisodeStore,
     batch_order,
     check_columns,
+    dataset_layout,
+    load_split,
     shard_for_process,
     streaming_batches,
 )
@@ -257,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(args.seed)
     model, processor = build_model(args)
     try:
-        configs = get_dataset_config_names(args.dataset)
+        layout = dataset_layout(args.dataset)
+        configs = list(layout) if layout is not None else get_dataset_config_names(args.dataset)
         level = args.dataset_config or (configs[0] if len(configs) == 1 else None)
         if level is None or level not in configs:
             fail(f"--dataset_config: choose the level among {configs} (got {args.dataset_config!r})")
@@ -268,17 +271,17 @@ def main(argv: list[str] | None = None) -> None:
             train_stream = train_stream.shuffle(seed=args.seed, buffer_size=STREAMING_SHUFFLE_BUFFER)
             store = None
         else:
-            train = load_dataset(args.dataset, level, split=args.train_split)
+            train = load_split(args.dataset, level, args.train_split)
             if args.max_train_episodes is not None:
                 train = train.select(range(min(args.max_train_episodes, len(train))))
             store = EpisodeStore.from_table(train.data.table, processor, f"{args.dataset} [{args.train_split}]")
         validation = None
         if args.validation_every_epochs:
-            splits = get_dataset_split_names(args.dataset, level)
+            splits = list(layout[level]) if layout is not None else get_dataset_split_names(args.dataset, level)
             if args.validation_split not in splits:
                 fail(f"{args.dataset} has no {args.validation_split!r} split (it has {splits}): pass "
                      "--validation_split NAME, or --validation_every_epochs 0 to train without validation")  # fmt: skip
-            validation = load_dataset(args.dataset, level, split=args.validation_split)
+            validation = load_split(args.dataset, level, args.validation_split)
     except DatasetProblem as problem:
         fail(str(problem))
     except (FileNotFoundError, ValueError) as problem:

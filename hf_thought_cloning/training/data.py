@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
+from huggingface_hub import DatasetCard
 
 from ..processing_thought_cloning import IGNORE_INDEX
 
@@ -51,6 +55,38 @@ def check_vocabulary(tokenizer: Any, missions: Iterable[str], thoughts: Iterable
             f"{where} has {len(unknown)} words the tokenizer does not cover: {words}. Train with a tokenizer "
             "whose vocabulary includes them (hf_thought_cloning.vocabulary), or regenerate the dataset"
         )
+
+
+def dataset_layout(dataset: str) -> dict[str, dict[str, str]] | None:
+    """``{config: {split: glob}}`` from a local dataset folder's card (None for a Hub id)."""
+    folder = Path(dataset)
+    if not folder.is_dir():
+        return None
+    card = folder / "README.md"
+    if not card.is_file():
+        raise DatasetProblem(f"{dataset} has no README.md: not a thought dataset folder (python -m dataset_builder generate)")
+    configs = DatasetCard.load(card).data.to_dict().get("configs") or []
+    layout = {c["config_name"]: {f["split"]: f["path"] for f in c.get("data_files", [])} for c in configs}
+    if not layout:
+        raise DatasetProblem(f"{card} declares no dataset configs: regenerate the folder with dataset_builder")
+    return layout
+
+
+def load_split(dataset: str, config: str, split: str) -> datasets.Dataset:
+    """One split of a local folder (read straight from its Parquet shards) or of a Hub dataset.
+
+    A local folder is read directly rather than through ``load_dataset``, whose cache can hand back the
+    previous contents of a folder regenerated at the same path.
+    """
+    layout = dataset_layout(dataset)
+    if layout is None:
+        return datasets.load_dataset(dataset, config, split=split)
+    if split not in layout.get(config, {}):
+        raise DatasetProblem(f"{dataset} has no split {split!r} for {config!r} (it has {sorted(layout.get(config, {}))})")
+    files = sorted(Path(dataset).glob(layout[config][split]))
+    if not files:
+        raise DatasetProblem(f"{dataset}: no Parquet shards match {layout[config][split]!r} ({config}/{split})")
+    return datasets.Dataset(pa.concat_tables([pq.read_table(path) for path in files]))
 
 
 def _flat(column: pa.ChunkedArray) -> pa.Array:
