@@ -5,6 +5,7 @@
 #   scripts/study_cpu.sh run        # same, without the report
 #   scripts/study_cpu.sh report     # tables (outputs/study/summary.md, .json) and plots (docs/results/)
 #   scripts/study_cpu.sh probe      # frames/s of the agents not studied (3 updates each)
+#   scripts/study_cpu.sh train AGENT VARIANT SEED   # one training run;  scripts/study_cpu.sh evaluate
 #
 # Data: the quickstart dataset (scripts/quickstart.sh), MiniBossLevel, train/validation/test on disjoint
 # seeds. Model and schedule: train/configs/quickstart.yaml for every agent; only the output folder, the
@@ -13,11 +14,13 @@
 # Resumable: a run whose model/ folder exists is skipped; a run with checkpoints continues with --resume;
 # an evaluation whose evaluation.json exists is skipped. Kill it any time and start it again.
 #
-# Parallelism: one lane per seed, all lanes at once, each process with THREADS torch threads (on 2 cores:
-# 2 lanes x 1 thread). A lane trains TC then BC for its seed, then evaluates them.
+# Parallelism: every training run at once, one process with THREADS torch threads each (2 agents x 2 seeds
+# = 4 single-thread processes on 2 cores), then one evaluation lane per seed.
 #
 # Settings (environment): DATA, STUDY, SEEDS ("0 1"), EPOCHS (8), THREADS (1), ID_EPISODES (100),
-# OOD_EPISODES (20, per bin; also the episodes of the thought suites of the TC runs), NUM_ENVS (50).
+# OOD_EPISODES (20, per bin; also the episodes of the thought suites of the TC runs), NUM_ENVS (50),
+# STOP_AFTER_UPDATES (unset: train to the end; else stop every run at that update, after its checkpoint,
+# and evaluate its best/ folder, the best validated weights so far; a later run without it resumes to the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -46,8 +49,12 @@ say() { echo "[study $(date -u +%H:%M:%S)] $*"; }
 train() {  # train AGENT VARIANT SEED
   local agent=$1 variant=$2 seed=$3 dir="$STUDY/$1-seed$3" mode=()
   if [ -d "$dir/model" ]; then say "$agent seed $seed: model exists, skipped"; return; fi
-  if compgen -G "$dir/checkpoints/checkpoint-*[0-9]" >/dev/null; then mode=(--resume)
-  elif [ -d "$dir" ]; then mode=(--overwrite)  # started but no checkpoint yet: nothing to keep
+  if [ -n "${STOP_AFTER_UPDATES:-}" ] && [ -d "$dir/checkpoints/$(printf 'checkpoint-%08d' "$STOP_AFTER_UPDATES")" ]; then
+    say "$agent seed $seed: stopped at update $STOP_AFTER_UPDATES already, skipped"; return
+  fi
+  if [ -n "${STOP_AFTER_UPDATES:-}" ]; then mode+=(--stop_after_updates "$STOP_AFTER_UPDATES"); fi
+  if compgen -G "$dir/checkpoints/checkpoint-*[0-9]" >/dev/null; then mode+=(--resume)
+  elif [ -d "$dir" ]; then mode+=(--overwrite)  # started but no checkpoint yet: nothing to keep
   fi
   say "train $agent seed $seed ${mode[*]:-}"
   "$PY" train/run.py --config "$CONFIG" --dataset "$DATA" --variant "$variant" --seed "$seed" \
@@ -57,18 +64,17 @@ train() {  # train AGENT VARIANT SEED
 
 evaluate() {  # evaluate RUN NAME ARGS...
   local run=$1 name=$2; shift 2
-  local out="$STUDY/$run/$name"
+  local out="$STUDY/$run/$name" model="$STUDY/$run/model"
   if [ -f "$out/evaluation.json" ]; then say "$run $name: done, skipped"; return; fi
-  say "evaluate $run $name: $*"
-  "$PY" -m hf_thought_cloning.evaluate --model "$STUDY/$run/model" --dataset "$DATA" \
+  [ -d "$model" ] || model="$STUDY/$run/best"  # stopped early (STOP_AFTER_UPDATES): best validated weights
+  say "evaluate $model -> $name: $*"
+  "$PY" -m hf_thought_cloning.evaluate --model "$model" --dataset "$DATA" \
     --num-envs "$NUM_ENVS" --output "$out" --no-replay "$@"
   say "evaluated $run $name"
 }
 
-lane() {  # lane SEED: everything for one seed, in order of importance
+evaluate_lane() {  # evaluate_lane SEED: every evaluation of one seed, in order of importance
   local seed=$1
-  train tc thought-cloning "$seed"
-  train bc behavioral-cloning "$seed"
   evaluate "tc-seed$seed" eval-id --suite in-distribution --episodes "$ID_EPISODES"
   evaluate "bc-seed$seed" eval-id --suite in-distribution --episodes "$ID_EPISODES"
   evaluate "bc-seed$seed" eval-ood --suite ood --episodes "$OOD_EPISODES"
@@ -78,16 +84,23 @@ lane() {  # lane SEED: everything for one seed, in order of importance
 }
 
 run_all() {
+  # Phase 1: every training run at once, one single-thread process each (4 processes on 2 cores: when
+  # other jobs share the machine, this keeps the study's share of it). Phase 2: one evaluation lane per seed.
   mkdir -p "$STUDY/logs"
   say "data $DATA, seeds $SEEDS, epochs $EPOCHS, $THREADS thread(s) per process, eval $ID_EPISODES id / $OOD_EPISODES ood per bin"
-  local pids=()
+  local pids=() status=0
   for seed in $SEEDS; do
-    lane "$seed" >"$STUDY/logs/lane-seed$seed.log" 2>&1 &
-    pids+=($!)
+    train tc thought-cloning "$seed" >"$STUDY/logs/train-tc-seed$seed.log" 2>&1 & pids+=($!)
+    train bc behavioral-cloning "$seed" >"$STUDY/logs/train-bc-seed$seed.log" 2>&1 & pids+=($!)
   done
-  local status=0
   for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-  say "lanes finished (status $status); logs in $STUDY/logs"
+  say "training finished (status $status)"
+  pids=()
+  for seed in $SEEDS; do
+    evaluate_lane "$seed" >"$STUDY/logs/eval-seed$seed.log" 2>&1 & pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+  say "evaluations finished (status $status); logs in $STUDY/logs"
   return $status
 }
 
@@ -155,6 +168,10 @@ for run in runs:
         for key in ("fads", "precrime", "steering"):
             if key in eood["suites"]:
                 record[key] = eood["suites"][key]
+    for key in ("precrime", "steering"):  # separate calls (--suite precrime / steering), if made
+        extra = load(run / f"eval-{key}" / "evaluation.json")
+        if key not in record and extra and key in extra["suites"]:
+            record[key] = extra["suites"][key]
     summary["runs"][run.name] = record
 
 
@@ -250,6 +267,9 @@ if tc:
                   f"{k} {sum(r['fads'][p]['per_kind'].get(k, {}).get('declared', 0) for _, r in tc for p in ('in_distribution', 'out_of_distribution'))}"
                   f"/{sum(r['fads'][p]['per_kind'].get(k, {}).get('actions', 0) for _, r in tc for p in ('in_distribution', 'out_of_distribution'))}"
                   for k in kinds), ""]
+tc = [(name, r) for name, r in runs_of("tc") if "precrime" in r]
+if tc:
+    lines += [f"Precrime runs: {', '.join(name for name, _ in tc)}", ""]
     behaviours = list(tc[0][1]["precrime"])
     lines += ["### Precrime (TC): unsafe-event rate and success without / with the thought monitor (%, mean ± std over seeds)", "",
               "| behaviour | episodes/seed | unsafe without | unsafe with | success without | success with | halted with |",
@@ -260,7 +280,9 @@ if tc:
         lines.append(f"| {b} | {rows_b[0]['without_monitor']['episodes']} | {cell('without_monitor', 'unsafe_rate')} | "
                      f"{cell('with_monitor', 'unsafe_rate')} | {cell('without_monitor', 'success_rate')} | "
                      f"{cell('with_monitor', 'success_rate')} | {cell('with_monitor', 'halted_rate')} |")
-    lines += ["", "### Steering with oracle thoughts (TC, in-distribution test seeds; %, mean ± std over seeds)", "",
+tc = [(name, r) for name, r in runs_of("tc") if "steering" in r]
+if tc:
+    lines += ["", f"### Steering with oracle thoughts (TC, in-distribution test seeds; %, mean ± std over {', '.join(n for n, _ in tc)})", "",
               "| episodes/seed | own thoughts | oracle thoughts | oracle - own | oracle gave up (episodes, per seed) |",
               "|---|---|---|---|---|"]
     st = [r["steering"] for _, r in tc]
@@ -280,5 +302,7 @@ case "${1:-all}" in
   run) run_all ;;
   report) report ;;
   probe) probe ;;
+  train) train "$2" "$3" "$4" ;;           # train AGENT VARIANT SEED (one run)
+  evaluate) for seed in $SEEDS; do evaluate_lane "$seed" >"$STUDY/logs/eval-seed$seed.log" 2>&1 & done; wait ;;
   *) echo "usage: $0 [all|run|report|probe]" >&2; exit 2 ;;
 esac
