@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import torch
+from model_sizes import MODEL_SIZES  # benchmarks/model_sizes.py (the script's folder is on sys.path)
 from torch.nn import functional as F
 
 from dataset_builder.episodes import make_env, run_episode
@@ -35,12 +36,6 @@ from hf_thought_cloning import (
     ThoughtCloningTokenizer,
 )
 from hf_thought_cloning.modeling_thought_cloning import IGNORE_INDEX, thought_targets, trim_padding
-
-SIZES = {
-    "paper": {},
-    "small": {"image_dim": 64, "text_dim": 64, "memory_dim": 256, "actor_hidden_dim": 64},
-    "tiny": {"image_dim": 16, "text_dim": 32, "memory_dim": 48, "actor_hidden_dim": 16, "num_attention_heads": 2},
-}
 
 
 def step_by_step_loss(model: ThoughtCloningModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -143,7 +138,7 @@ def real_batch(level: str, batch_size: int, window: int) -> dict[str, torch.Tens
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="small,paper", help=f"comma-separated, from {sorted(SIZES)}")
+    parser.add_argument("--sizes", default="small,paper", help=f"comma-separated, from {sorted(MODEL_SIZES)}")
     parser.add_argument("--variants", default="tc,bc", help="comma-separated: tc, bc")
     parser.add_argument("--level", default="BabyAI-MiniBossLevel-v0")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -164,7 +159,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for size in args.sizes.split(","):
         for variant in args.variants.split(","):
-            config_kwargs = SIZES[size]
+            config_kwargs = MODEL_SIZES[size]
             config = ThoughtCloningConfig.behavioral_cloning(**config_kwargs) if variant == "bc" else ThoughtCloningConfig(**config_kwargs)
             torch.manual_seed(0)
             model = ThoughtCloningModel(config).train()

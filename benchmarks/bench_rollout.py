@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import torch
+from model_sizes import MODEL_SIZES  # benchmarks/model_sizes.py (the script's folder is on sys.path)
 
 from dataset_builder.episodes import make_env, reset_quietly
 from hf_thought_cloning import (
@@ -27,18 +28,6 @@ from hf_thought_cloning import (
     ThoughtCloningTokenizer,
 )
 from hf_thought_cloning.rollouts import run_episodes
-
-SIZES = {
-    "paper": {},
-    "small": {"image_dim": 64, "text_dim": 64, "memory_dim": 256, "actor_hidden_dim": 64},
-    "tiny": {
-        "image_dim": 16,
-        "text_dim": 32,
-        "memory_dim": 48,
-        "actor_hidden_dim": 16,
-        "num_attention_heads": 2,
-    },
-}
 
 
 def bare_steps_per_second(level: str, num_envs: int, steps: int, seed: int = 20_000_000) -> float:
@@ -69,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--size", default="small", choices=sorted(SIZES))
+    parser.add_argument("--size", default="small", choices=sorted(MODEL_SIZES))
     parser.add_argument("--level", default="BabyAI-MiniBossLevel-v0")
     parser.add_argument("--batches", default="1,16,64")
     parser.add_argument("--rounds", type=int, default=2, help="seeds per environment")
@@ -78,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = ThoughtCloningModel(ThoughtCloningConfig(**SIZES[args.size])).eval()
+    model = ThoughtCloningModel(ThoughtCloningConfig(**MODEL_SIZES[args.size])).eval()
     processor = ThoughtCloningProcessor(ThoughtCloningTokenizer())
     parameters = sum(p.numel() for p in model.parameters())
     print(

@@ -20,15 +20,11 @@ import time
 from pathlib import Path
 
 import torch
-from datasets import load_dataset
+from model_sizes import MODEL_SIZES  # benchmarks/model_sizes.py (the script's folder is on sys.path)
 
-from hf_thought_cloning.training.data import EpisodeStore, batch_order
+from hf_thought_cloning.training.data import EpisodeStore, batch_order, dataset_layout, load_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SIZES = {
-    "quickstart": {"image_dim": 32, "text_dim": 64, "memory_dim": 128, "actor_hidden_dim": 64, "num_attention_heads": 2},
-    "paper": {"image_dim": 128, "text_dim": 256, "memory_dim": 2048, "actor_hidden_dim": 64, "num_attention_heads": 4},
-}
 
 
 def trainer():
@@ -41,7 +37,7 @@ def trainer():
 
 def end_to_end(run, dataset: str, size: str, variant: str, batch_size: int, updates: int, warmup: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
-        flags = [f"--{k}={v}" for k, v in SIZES[size].items()]
+        flags = [f"--{k}={v}" for k, v in MODEL_SIZES[size].items()]
         run.main([
             "--dataset", dataset, "--output_dir", folder, "--variant", variant, *flags, "--batch_size", str(batch_size),
             "--epochs", "1000", "--stop_after_updates", str(updates), "--validation_every_epochs", "0",
@@ -55,11 +51,12 @@ def end_to_end(run, dataset: str, size: str, variant: str, batch_size: int, upda
 
 
 def model_alone(run, dataset: str, size: str, variant: str, batch_size: int, updates: int, warmup: int) -> float:
-    args = run.TrainArgs(variant=variant, **SIZES[size])
+    args = run.TrainArgs(variant=variant, **MODEL_SIZES[size])
     torch.manual_seed(0)
     model, processor = run.build_model(args)
     model.train()
-    split = load_dataset(dataset, split="train")
+    # Read like the trainer reads a local folder (load_dataset's cache can serve a regenerated folder stale).
+    split = load_split(dataset, next(iter(dataset_layout(dataset))), "train")
     store = EpisodeStore.from_table(split.data.table, processor)
     batches = [store.collate(batch_order(store.lengths, batch_size, 0, u)) for u in range(updates)]
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, eps=1e-5)

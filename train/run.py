@@ -386,11 +386,11 @@ def main(argv: list[str] | None = None) -> None:
             batch = store.collate(episodes)
         else:
             try:
-                _, batch = next(stream_iterator)
+                batch = next(stream_iterator)
             except StopIteration:
                 train_stream.set_epoch(epoch + 1)
                 stream_iterator = streaming_batches(train_stream, processor, max(1, args.batch_size // world), args.dataset)
-                _, batch = next(stream_iterator)
+                batch = next(stream_iterator)
             except DatasetProblem as problem:
                 fail(str(problem))
         batch = {key: value.to(accelerator.device) for key, value in batch.items()}

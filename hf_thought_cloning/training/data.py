@@ -212,7 +212,7 @@ def shard_for_process(episodes: np.ndarray, process_index: int, num_processes: i
 
 def streaming_batches(
     dataset: Any, processor: Any, batch_size: int, where: str
-) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+) -> Iterator[dict[str, torch.Tensor]]:
     """Batches from a streaming (``IterableDataset``) split: rows are collated as they arrive; the words of each
     batch are checked against the tokenizer (a streamed split cannot be scanned before training)."""
     rows: list[Mapping[str, Any]] = []
@@ -225,11 +225,9 @@ def streaming_batches(
         yield _streamed_batch(rows, processor, where)
 
 
-def _streamed_batch(
-    rows: list[Mapping[str, Any]], processor: Any, where: str
-) -> tuple[list[int], dict[str, torch.Tensor]]:
+def _streamed_batch(rows: list[Mapping[str, Any]], processor: Any, where: str) -> dict[str, torch.Tensor]:
     check_columns(rows[0].keys(), where)
     check_vocabulary(
         processor.tokenizer, {row["mission"] for row in rows}, {t for row in rows for t in row["thoughts"]}, where
     )
-    return [int(row["seed"]) for row in rows], dict(processor.collate_episodes(rows))
+    return dict(processor.collate_episodes(rows))
