@@ -12,6 +12,8 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_LEVEL = "BabyAI-GoToLocal-v0"
+# The smallest model configuration the tests use (about 0.13M parameters for TC).
+TINY = {"image_dim": 16, "text_dim": 32, "memory_dim": 48, "actor_hidden_dim": 16, "num_attention_heads": 2}
 
 
 def run_cli(*args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -45,3 +47,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def save_tiny(folder: Path, config=None) -> Path:
+    """A saved model folder (weights, config, processor) of a freshly initialised tiny model, seed 0."""
+    from hf_thought_cloning import (
+        ThoughtCloningConfig,
+        ThoughtCloningModel,
+        ThoughtCloningProcessor,
+        ThoughtCloningTokenizer,
+    )
+
+    torch.manual_seed(0)
+    ThoughtCloningModel(config or ThoughtCloningConfig(**TINY)).save_pretrained(folder)
+    ThoughtCloningProcessor(ThoughtCloningTokenizer()).save_pretrained(folder)
+    return folder

@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import run_cli
+from conftest import TINY, run_cli, save_tiny
 
 from dataset_builder.episodes import Episode, make_env, reset_quietly, run_episode
 from dataset_builder.thoughts import ThoughtBot
@@ -16,7 +15,6 @@ from hf_thought_cloning import (
     ThoughtCloningConfig,
     ThoughtCloningModel,
     ThoughtCloningProcessor,
-    ThoughtCloningTokenizer,
 )
 from hf_thought_cloning.evaluate import main as evaluate_main
 from hf_thought_cloning.evaluation.build_suites import build
@@ -33,15 +31,6 @@ from hf_thought_cloning.evaluation.suites import (
     mission_features,
     take_per_bin,
 )
-
-TINY = {"image_dim": 16, "text_dim": 32, "memory_dim": 48, "actor_hidden_dim": 16, "num_attention_heads": 2}
-
-
-def save_tiny(folder: Path, config: ThoughtCloningConfig) -> Path:
-    torch.manual_seed(0)
-    ThoughtCloningModel(config).save_pretrained(folder)
-    ThoughtCloningProcessor(ThoughtCloningTokenizer()).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

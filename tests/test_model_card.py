@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import TINY
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hf_thought_cloning import (
@@ -17,7 +18,6 @@ from hf_thought_cloning import (
 )
 from hf_thought_cloning.model_card import SUMMARY_FILE, render_model_card, update_card_results
 
-TINY = {"image_dim": 16, "text_dim": 32, "memory_dim": 48, "actor_hidden_dim": 16, "num_attention_heads": 2}
 LEVEL = "BabyAI-MiniBossLevel-v0"
 COMMAND = "accelerate launch train/run.py --config train/configs/quickstart.yaml --seed 7 --epochs 3"
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, BertConfig
 
@@ -21,7 +22,6 @@ from hf_thought_cloning import (
 from hf_thought_cloning.configuration_thought_cloning import word_pieces_for
 from hf_thought_cloning.vocabulary import full_vocabulary
 
-TINY = {"image_dim": 16, "text_dim": 32, "memory_dim": 48, "actor_hidden_dim": 16, "num_attention_heads": 2}
 # Exact parameter counts of the paper-sized configurations (printed in docs/MODEL.md).
 PAPER_TC_PARAMETERS = 79_928_256
 PAPER_BC_PARAMETERS = 19_950_215
@@ -211,12 +211,16 @@ def test_no_thought_supervision_trains_the_upper_level_from_the_action_loss():
     output.loss.backward()
     upper = {name: p.grad for name, p in ablation.named_parameters() if name.startswith("thought_generator.")}
     # Every upper-level weight is reached (but the cross-attention key biases: softmax ignores a shift).
-    unreached = [name for name, grad in upper.items() if not name.endswith("key.bias") and not grad.abs().sum() > 0]
+    unreached = [
+        name for name, grad in upper.items() if not name.endswith("key.bias") and not grad.abs().sum() > 0
+    ]
     assert not unreached, unreached
 
     words = tiny_model(ThoughtCloningConfig(thought_loss_weight=0.0, **TINY))
     words(**inputs, teacher_forcing=False).loss.backward()
-    assert all(p.grad is None for name, p in words.named_parameters() if name.startswith("thought_generator."))
+    assert all(
+        p.grad is None for name, p in words.named_parameters() if name.startswith("thought_generator.")
+    )
     assert words.action_generator.actor[0].weight.grad.abs().sum() > 0
 
 
@@ -225,8 +229,11 @@ def test_soft_words_needs_the_native_upper_level_and_teacher_forcing_off():
     encoder = BertConfig(hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     with pytest.raises(ValueError, match="soft_words.*word pieces"):
         ThoughtCloningConfig.no_thought_supervision(
-            upper_level="text_encoder", text_encoder_config=encoder, text_encoder_word_pieces=[[]] * len(words),
-            text_encoder_special_ids=[101, 102, 0], **TINY,
+            upper_level="text_encoder",
+            text_encoder_config=encoder,
+            text_encoder_word_pieces=[[]] * len(words),
+            text_encoder_special_ids=[101, 102, 0],
+            **TINY,
         )
     with pytest.raises(ValueError, match="soft_words.*no thoughts"):
         ThoughtCloningConfig.behavioral_cloning(thought_channel="soft_words")

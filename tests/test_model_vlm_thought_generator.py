@@ -6,6 +6,7 @@ import functools
 
 import pytest
 import torch
+from conftest import TINY
 from tokenizers import Tokenizer, pre_tokenizers
 from tokenizers.models import WordLevel
 from transformers import AutoModel, CLIPVisionConfig, LlamaConfig, LlavaConfig, PreTrainedTokenizerFast
@@ -20,7 +21,6 @@ from hf_thought_cloning import (
 from hf_thought_cloning.processing_thought_cloning import VLMThoughtPrompter
 from hf_thought_cloning.vocabulary import full_vocabulary
 
-TINY = {"image_dim": 16, "text_dim": 32, "memory_dim": 48, "actor_hidden_dim": 16, "num_attention_heads": 2}
 LEVEL = "BabyAI-GoToLocal-v0"
 
 

@@ -37,7 +37,6 @@ from hf_thought_cloning import (
     ThoughtCloningTokenizer,
 )
 from hf_thought_cloning.model_card import render_model_card
-from hf_thought_cloning.modeling_thought_cloning import thought_targets
 from hf_thought_cloning.rollouts import run_episodes, success_rate
 from hf_thought_cloning.training.arguments import parse_config_and_overrides
 from hf_thought_cloning.training.checkpoints import (
@@ -59,6 +58,7 @@ from hf_thought_cloning.training.data import (
     streaming_batches,
 )
 from hf_thought_cloning.training.hub import push_folder
+from hf_thought_cloning.training.metrics import thought_word_matches
 from hf_thought_cloning.training.schedules import (
     batch_is_teacher_forced,
     learning_rate,
@@ -430,12 +430,10 @@ def main(argv: list[str] | None = None) -> None:
                 if output.thought_loss is not None:
                     window_metrics["thought_loss"] += float(output.thought_loss) * valid
                 if output.thought_logits is not None:
-                    targets = thought_targets(window["thought_input_ids"], unwrapped.config.eos_token_id,
-                                              unwrapped.config.pad_token_id)[mask]  # fmt: skip
-                    words = output.thought_logits[mask][:, : targets.shape[1]].argmax(dim=-1)
-                    counted = targets != -100
-                    window_metrics["words_correct"] += int((words == targets)[counted].sum())
-                    window_metrics["words"] += int(counted.sum())
+                    correct, counted = thought_word_matches(output.thought_logits, window["thought_input_ids"], mask,
+                                                            unwrapped.config.eos_token_id, unwrapped.config.pad_token_id)  # fmt: skip
+                    window_metrics["words_correct"] += correct
+                    window_metrics["words"] += counted
         # A non-finite loss on any process stops every process before the weights change.
         finite = torch.tensor([float(torch.isfinite(loss_sum))], device=accelerator.device)
         if float(accelerator.gather(finite).min()) < 1:

@@ -3,7 +3,8 @@
 * ``write_replay``: an animated GIF (or MP4 where ``imageio-ffmpeg`` is installed) of rendered frames, each
   with its caption (the agent's current thought) drawn in a band under the image, and a thin progress bar
   at the bottom of the band.
-* ``plot_success_by_bin``: a PNG bar chart of success rate per difficulty bin, one panel per suite.
+* ``plot_success_by_bin``: a PNG bar chart of success rate per difficulty bin, one panel per suite
+  (optionally one bar per group, e.g. per agent, in each bin).
 * ``plot_learning_curves``: a PNG of success (or any metric) against training frames for several agents.
 
 Plots use matplotlib's object API (``Figure`` + ``FigureCanvasAgg``), so importing this module never
@@ -221,11 +222,14 @@ def plot_success_by_bin(rows: list[dict], path: Path, title: str | None = None) 
 
     Each row has ``suite``, ``bin`` (its label), ``success_rate`` in [0, 1] and ``episodes`` (a count
     written over the bar). Suites and bins appear in the order of ``rows``; a (suite, bin) pair may occur
-    once.
+    once. Rows may also all have a ``group`` (an agent, say): each bin then shows one bar per group side by
+    side, one colour per group (in order of first appearance) with a legend, and a (suite, bin, group)
+    triple may occur once.
     """
     if not rows:
         raise ValueError("plot_success_by_bin needs at least one row")
-    suites: dict[str, list[tuple[str, float, int]]] = {}
+    suites: dict[str, dict[str, dict[str | None, tuple[float, int]]]] = {}  # suite -> bin -> group -> bar
+    groups: list[str | None] = []
     for index, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise ValueError(f"row {index} must be a dict, got {type(row).__name__}")
@@ -239,31 +243,63 @@ def plot_success_by_bin(rows: list[dict], path: Path, title: str | None = None) 
         if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 0:
             raise ValueError(f"row {index} episodes must be a non-negative integer, got {episodes!r}")
         suite, label = str(row["suite"]), str(row["bin"])
-        bins = suites.setdefault(suite, [])
-        if any(existing == label for existing, _, _ in bins):
-            raise ValueError(f"row {index} repeats bin {label!r} of suite {suite!r}")
-        bins.append((label, rate, int(episodes)))
+        group = None if row.get("group") is None else str(row["group"])
+        if groups and (group is None) != (groups[0] is None):
+            raise ValueError(f"row {index}: either every row has a group or none has")
+        bars = suites.setdefault(suite, {}).setdefault(label, {})
+        if group in bars:
+            of_group = "" if group is None else f" for group {group!r}"
+            raise ValueError(f"row {index} repeats bin {label!r} of suite {suite!r}{of_group}")
+        bars[group] = (rate, int(episodes))
+        if group not in groups:
+            groups.append(group)
 
+    grouped = groups != [None]
+    bar_width = 0.8 / len(groups) if grouped else 0.7
     counts = [len(bins) for bins in suites.values()]
-    width = max(4.5, 0.9 * sum(counts) + 1.2 * len(counts))
+    width = max(4.5, 0.9 * max(1.0, 0.45 * len(groups)) * sum(counts) + 1.2 * len(counts))
     figure = Figure(figsize=(width, 4.5), dpi=110, layout="constrained")
     grid = figure.subplots(1, len(suites), sharey=True, squeeze=False, gridspec_kw={"width_ratios": counts})
     axes = grid[0]
     for axis, (suite, bins) in zip(axes, suites.items(), strict=True):
-        positions = list(range(len(bins)))
-        bars = axis.bar(positions, [rate for _, rate, _ in bins], width=0.7, color="#4c72b0")
-        for bar, (_, rate, episodes) in zip(bars, bins, strict=True):
-            axis.annotate(
-                f"{rate:.0%}\nn={episodes}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7,
+        for number, group in enumerate(groups):
+            offset = (number - (len(groups) - 1) / 2) * bar_width
+            drawn = [
+                (position, bins[label][group]) for position, label in enumerate(bins) if group in bins[label]
+            ]
+            if not drawn:
+                continue
+            bars = axis.bar(
+                [position + offset for position, _ in drawn], [rate for _, (rate, _) in drawn],
+                width=bar_width, color=f"C{number}" if grouped else "#4c72b0", label=group,
             )  # fmt: skip
-        axis.set_xticks(positions, [textwrap.fill(label, 14) for label, _, _ in bins], fontsize=8)
+            for bar, (_, (rate, episodes)) in zip(bars, drawn, strict=True):
+                axis.annotate(
+                    f"{rate:.0%} n={episodes}" if grouped else f"{rate:.0%}\nn={episodes}",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(0, 2),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=6 if grouped else 7,
+                    rotation=90 if grouped else 0,
+                )  # fmt: skip
+        axis.set_xticks(range(len(bins)), [textwrap.fill(label, 14) for label in bins], fontsize=8)
         axis.set_title(suite, fontsize=10)
-        axis.set_ylim(0, 1.18)  # room for the labels over a 100% bar
+        axis.set_ylim(0, 1.38 if grouped else 1.18)  # room for the labels over a 100% bar
+        axis.set_yticks(np.linspace(0.0, 1.0, 6))
         axis.set_xlim(-0.6, len(bins) - 0.4)
         axis.yaxis.set_major_formatter(PercentFormatter(1.0))
         axis.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("success rate")
+    if grouped:
+        handles, labels = axes[0].get_legend_handles_labels()
+        for axis in axes[1:]:  # a group with no bar in the first panel still gets its legend entry
+            for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+                if label not in labels:
+                    handles.append(handle)
+                    labels.append(label)
+        order = sorted(range(len(labels)), key=lambda i: groups.index(labels[i]))
+        figure.legend(
+            [handles[i] for i in order], [labels[i] for i in order], loc="outside lower center",
+            ncols=len(labels), fontsize=8, frameon=False,
+        )  # fmt: skip
     if title:
         figure.suptitle(title)
     return _save_figure(figure, path)
