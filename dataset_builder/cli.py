@@ -1,4 +1,4 @@
-"""``python -m dataset_builder {generate,validate,show,push}``: the dataset builder's command line."""
+"""``python -m dataset_builder {generate,validate,show,card,push}``: the dataset builder's command line."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ commands:
   generate   generate a thought-trajectory dataset folder (or resume one)
   validate   check a dataset folder: layout, card, schema, lengths, vocabulary, seeds
   show       print one episode's mission and thought trace
+  card       re-render a dataset folder's README.md for its Hub repo id (--repo_id ORG/NAME)
   push       publish a dataset folder to the Hugging Face Hub
 
 `python -m dataset_builder COMMAND --help` shows a command's options."""
@@ -37,6 +38,18 @@ class ShowArgs:
     level: str | None = field(default=None, metadata={"help": "Level (dataset config); default: the first."})
     split: str = field(default="train", metadata={"help": "Split to read from."})
     index: int = field(default=0, metadata={"help": "Row index of the episode within the split."})
+
+
+@dataclass
+class CardArgs:
+    """Settings of ``python -m dataset_builder card DIR``."""
+
+    repo_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dataset repo the card's usage snippet loads, ORG/NAME (default: <org>/<folder name>)."
+        },
+    )
 
 
 @dataclass
@@ -118,6 +131,19 @@ def run_show(argv: list[str]) -> int:
     )
 
 
+def run_card(argv: list[str]) -> int:
+    from dataset_builder.card import repo_hint, rewrite_card
+    from dataset_builder.publish import check_dataset_folder, check_repo_id
+
+    (args, folder) = _parse(CardArgs, "python -m dataset_builder card", argv, folder_arg=True)
+    folder = check_dataset_folder(folder)
+    if args.repo_id is not None:
+        check_repo_id(args.repo_id)
+    path = rewrite_card(folder, args.repo_id)
+    print(f'wrote {path}: load_dataset("{repo_hint(folder, args.repo_id)}", ...)')
+    return 0
+
+
 def run_push(argv: list[str]) -> int:
     from dataset_builder.publish import push_dataset
     from dataset_builder.validate import validate
@@ -133,7 +159,13 @@ def run_push(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"generate": run_generate, "validate": run_validate, "show": run_show, "push": run_push}
+COMMANDS = {
+    "generate": run_generate,
+    "validate": run_validate,
+    "show": run_show,
+    "card": run_card,
+    "push": run_push,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,8 @@ from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, 
 # pipelined uploader, so our size decision cannot disagree with the client's.
 from huggingface_hub.utils._runtime import is_xet_available
 
+from dataset_builder.card import card_names_repo, rewrite_card
+
 logger = logging.getLogger(__name__)
 
 COMMIT_MESSAGE = "Upload thought dataset with hf-thought-cloning (dataset_builder.publish)"
@@ -102,6 +104,10 @@ def push_dataset(
 ) -> str:
     """Create (or reuse) the dataset repo ``repo_id`` and upload ``folder`` to it; return the repo URL.
 
+    Before uploading, ``README.md`` in ``folder`` is re-rendered (atomically) so that its usage snippet loads
+    ``repo_id`` instead of the ``<org>/<folder name>`` placeholder, unless it already names ``repo_id``: the
+    published card always names the repo it is in, and the folder keeps matching what was pushed.
+
     ``private`` only applies when the repo is created (the Hub ignores it for an existing repo).
     ``revision`` must name an existing branch (default: ``main``). Hub HTTP errors propagate unchanged
     (``HfHubHTTPError`` and subclasses); offline mode is turned into a RuntimeError that says how to leave it.
@@ -109,6 +115,9 @@ def push_dataset(
     # All local checks run before the first request, so a typo costs no network round trip.
     path = check_dataset_folder(folder)
     check_repo_id(repo_id)
+    if not card_names_repo((path / "README.md").read_text(encoding="utf-8"), repo_id):
+        rewrite_card(path, repo_id)
+        logger.info("Re-rendered %s/README.md for %s", path, repo_id)
     plan = plan_upload(path, large_folder_threshold_bytes)
     if plan.large and not is_xet_available():
         # The fallback single commit is not split or resumable: refuse rather than risk a multi-GB retry.

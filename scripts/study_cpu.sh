@@ -5,7 +5,9 @@
 #   scripts/study_cpu.sh run       # train + evaluate the queued runs (RUNS), WORKERS at a time
 #   scripts/study_cpu.sh report    # tables (outputs/study/summary.md, .json) and plots (docs/results/)
 #   scripts/study_cpu.sh probe     # frames/s of every agent, teacher forcing on and off (5 updates each)
-#   scripts/study_cpu.sh all       # data, run, report
+#   scripts/study_cpu.sh package   # best TC run -> outputs/study/thought-cloning-babyai (card ready to push);
+#                                  # the dataset card re-rendered for its Hub id
+#   scripts/study_cpu.sh all       # data, run, report, package
 #
 # Agents (one --variant each, everything else from train/configs/study_cpu.yaml, so every agent trains on
 # the same episodes in the same order for the same frames): tc thought-cloning, bc behavioral-cloning,
@@ -19,7 +21,7 @@
 # (a `date` string; unset: none), so a time-boxed session ends with finished, evaluated runs.
 #
 # Settings (environment): DATA, STUDY, RUNS, WORKERS (2), THREADS (1), ID_EPISODES (200), OOD_EPISODES
-# (10 per bin; also the episodes of the thought suites), NUM_ENVS (50), DEADLINE.
+# (10 per bin; also the episodes of the thought suites), NUM_ENVS (50), DEADLINE, HUB_ORG (hf-thought-cloning).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -33,6 +35,7 @@ THREADS="${THREADS:-1}"
 ID_EPISODES="${ID_EPISODES:-200}"
 OOD_EPISODES="${OOD_EPISODES:-10}"
 NUM_ENVS="${NUM_ENVS:-50}"
+HUB_ORG="${HUB_ORG:-hf-thought-cloning}"  # namespace of the packaged model and dataset ids
 export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
 declare -A VARIANT=([tc]=thought-cloning [bc]=behavioral-cloning [nts]=no-thought-supervision [te]=text-encoder)
 
@@ -122,15 +125,31 @@ probe() {  # frames/s of every agent, teacher forcing on and off, two processes 
   one te-on --variant text-encoder & one te-off --variant text-encoder "${off[@]}" & wait
 }
 
+package() {  # the TC run with the best validation success, as a Hub-ready model folder (card + model-index)
+  local best
+  best=$(for dir in "$STUDY"/tc-seed*/; do
+    [ -f "$dir/model/training_summary.json" ] && [ -f "$dir/eval-id/evaluation.json" ] || continue
+    "$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["metrics"]["best_validation_success"], sys.argv[2])' \
+      "$dir/model/training_summary.json" "${dir%/}"
+  done | sort -g -k1,1 | tail -1 | cut -d' ' -f2)
+  [ -n "$best" ] || { echo "error: no trained and evaluated TC run in $STUDY: run '$0 run' first" >&2; exit 2; }
+  say "packaging $best (best validation success of the TC runs) as $STUDY/thought-cloning-babyai"
+  "$PY" -m hf_thought_cloning.packaging --model "$best/model" --evaluation "$best/eval-id" "$best/eval-ood" \
+    --repo_id "$HUB_ORG/thought-cloning-babyai" --dataset_hub_id "$HUB_ORG/babyai-thoughts-minibosslevel" \
+    --output "$STUDY/thought-cloning-babyai" --overwrite
+  "$PY" -m dataset_builder card "$DATA" --repo_id "$HUB_ORG/babyai-thoughts-minibosslevel"
+}
+
 report() {
   "$PY" -m hf_thought_cloning.evaluation.study_report --study "$STUDY" --plots docs/results
 }
 
 case "${1:-all}" in
-  all) data; run_all; report ;;
+  all) data; run_all; report; package ;;
   data) data ;;
   run) run_all ;;
   report) report ;;
   probe) probe ;;
-  *) echo "usage: $0 [all|data|run|report|probe]" >&2; exit 2 ;;
+  package) package ;;
+  *) echo "usage: $0 [all|data|run|report|probe|package]" >&2; exit 2 ;;
 esac

@@ -1,4 +1,4 @@
-"""The dataset builder's command line end to end: generate, validate, show, load_dataset, resume, errors."""
+"""The dataset builder's command line end to end: generate, validate, show, card, load_dataset, resume, errors."""
 
 from __future__ import annotations
 
@@ -106,6 +106,57 @@ def test_show_prints_the_thought_trace(two_level_folder, capsys):
     assert "out of range" in capsys.readouterr().err
     assert main(["show", str(two_level_folder), "--split", "nope"]) == 2
     assert "split 'nope' is not in" in capsys.readouterr().err
+
+
+def test_card_command_names_the_repo_id_and_changes_nothing_else(generated_folder, tmp_path, capsys):
+    folder = Path(shutil.copytree(generated_folder, tmp_path / "dataset"))  # same name: the card quotes it
+    original = (folder / "README.md").read_text()
+    placeholder = f'episodes = load_dataset("<org>/dataset", "{TINY_LEVEL}", split="train")'
+    assert placeholder in original.splitlines()
+    statistics = folder / "generation" / "statistics.json"
+    statistics_mtime = statistics.stat().st_mtime_ns
+
+    repo_id = "thought-org/babyai-thoughts"
+    out = run_cli("dataset_builder", "card", str(folder), "--repo_id", repo_id).stdout
+    assert f'load_dataset("{repo_id}", ...)' in out
+    card = (folder / "README.md").read_text()
+    named = f'episodes = load_dataset("{repo_id}", "{TINY_LEVEL}", split="train")'
+    assert named in card.splitlines() and "<org>" not in card
+    # byte-identical apart from the snippet line (the manifest's sorted keys must not reorder the card)
+    old_lines, new_lines = original.splitlines(keepends=True), card.splitlines(keepends=True)
+    assert len(new_lines) == len(old_lines)
+    assert [(a, b) for a, b in zip(old_lines, new_lines, strict=True) if a != b] == [
+        (placeholder + "\n", named + "\n")
+    ]
+    # the stored statistics were reused, not recomputed; nothing but README.md changed
+    assert statistics.stat().st_mtime_ns == statistics_mtime
+    assert {k: v for k, v in _files(folder).items() if k != "README.md"} == {
+        k: v for k, v in _files(generated_folder).items() if k != "README.md"
+    }
+    assert main(["validate", str(folder)]) == 0
+    capsys.readouterr()
+
+    for bad in ("babyai-thoughts", "a/b/c", "org/bad--name", ""):
+        assert main(["card", str(folder), "--repo_id", bad]) == 2
+        assert "Invalid repo id" in capsys.readouterr().err
+        assert (folder / "README.md").read_text() == card  # unchanged
+
+    # without --repo_id: the placeholder again, exactly the card generation wrote
+    assert main(["card", str(folder)]) == 0
+    assert (folder / "README.md").read_bytes() == (generated_folder / "README.md").read_bytes()
+    # statistics.json missing: recomputed from the shards (as generation does), same card
+    statistics.unlink()
+    assert main(["card", str(folder), "--repo-id", repo_id]) == 0
+    assert (folder / "README.md").read_text() == card
+    assert statistics.read_bytes() == (generated_folder / "generation" / "statistics.json").read_bytes()
+    capsys.readouterr()
+
+    (folder / "README.md").unlink()  # an unfinished folder is refused, nothing written
+    assert main(["card", str(folder), "--repo_id", repo_id]) == 2
+    assert "missing README.md" in capsys.readouterr().err
+    assert not (folder / "README.md").exists()
+    assert main(["card", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_bot_failures_are_counted_in_card_and_never_dropped(tmp_path):

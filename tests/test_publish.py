@@ -70,6 +70,8 @@ def test_push_creates_dataset_repo_and_commits_exactly_the_folder(
     assert repo.private is private
     assert repo.files() == _local_files(dataset_folder)  # byte-identical, nothing missing or extra
     assert "README.md" in repo.files()
+    readme = repo.files()["README.md"].decode()  # the card names the repo it was pushed to
+    assert f'load_dataset("{REPO_ID}", "{LEVEL}", split="train")' in readme and "<org>" not in readme
     assert "generation/manifest.json" in repo.files()
     assert {p for p in repo.files() if p.startswith("data/")} == {
         f"data/{LEVEL}/{split}-00000-of-00001.parquet" for split in SPLITS
@@ -81,6 +83,33 @@ def test_push_creates_dataset_repo_and_commits_exactly_the_folder(
         f"POST /api/datasets/{REPO_ID}/preupload/main",
         f"POST /api/datasets/{REPO_ID}/commit/main",
     ]
+
+
+def test_pushed_card_names_the_repo_and_differs_only_in_the_snippet(
+    dataset_folder: Path, generated_folder: Path, hub: FakeHub
+) -> None:
+    generated = (generated_folder / "README.md").read_text()
+    placeholder = f'load_dataset("<org>/{dataset_folder.name}", '
+    assert placeholder in generated
+    _push(dataset_folder, hub)
+    pushed = hub.repo(REPO_ID).files()["README.md"]
+    assert pushed.decode() == generated.replace(placeholder, f'load_dataset("{REPO_ID}", ')
+    assert (dataset_folder / "README.md").read_bytes() == pushed  # the folder matches what was pushed
+    assert {p: c for p, c in hub.repo(REPO_ID).files().items() if p != "README.md"} == {
+        p: c for p, c in _local_files(generated_folder).items() if p != "README.md"
+    }
+
+    # A card that already names the target repo is left alone (hand edits included) ...
+    edited = pushed + b"\nHand-written note.\n"
+    (dataset_folder / "README.md").write_bytes(edited)
+    _push(dataset_folder, hub)
+    assert hub.repo(REPO_ID).files()["README.md"] == edited
+    # ... and one naming another repo is re-rendered for the repo it goes to.
+    other = "thought-org/babyai-thoughts-v2"
+    push_dataset(dataset_folder, other, token=TOKEN, endpoint=hub.endpoint)
+    assert hub.repo(other).files()["README.md"].decode() == generated.replace(
+        placeholder, f'load_dataset("{other}", '
+    )
 
 
 def test_local_artefacts_are_not_uploaded(dataset_folder: Path, hub: FakeHub) -> None:
@@ -99,7 +128,8 @@ def test_local_artefacts_are_not_uploaded(dataset_folder: Path, hub: FakeHub) ->
 
     assert plan_upload(dataset_folder).files == tuple(sorted(expected))
     _push(dataset_folder, hub)
-    assert hub.repo(REPO_ID).files() == expected
+    # (read back after the push: it re-rendered README.md for the repo id)
+    assert hub.repo(REPO_ID).files() == {rel: (dataset_folder / rel).read_bytes() for rel in expected}
 
 
 def test_pushed_files_load_as_the_same_dataset(
