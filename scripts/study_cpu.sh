@@ -21,7 +21,8 @@
 # (a `date` string; unset: none), so a time-boxed session ends with finished, evaluated runs.
 #
 # Settings (environment): DATA, STUDY, RUNS, WORKERS (2), THREADS (1), ID_EPISODES (200), OOD_EPISODES
-# (10 per bin; also the episodes of the thought suites), NUM_ENVS (50), DEADLINE, HUB_ORG (hf-thought-cloning).
+# (10 per bin; also the episodes of the thought suites), STEERING_EPISODES (100; TC agents), NUM_ENVS (50),
+# DEADLINE, HUB_ORG (hf-thought-cloning).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -34,6 +35,7 @@ WORKERS="${WORKERS:-2}"
 THREADS="${THREADS:-1}"
 ID_EPISODES="${ID_EPISODES:-200}"
 OOD_EPISODES="${OOD_EPISODES:-10}"
+STEERING_EPISODES="${STEERING_EPISODES:-100}"
 NUM_ENVS="${NUM_ENVS:-50}"
 HUB_ORG="${HUB_ORG:-hf-thought-cloning}"  # namespace of the packaged model and dataset ids
 export OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
@@ -78,7 +80,9 @@ train_and_evaluate() {  # train_and_evaluate AGENT SEED
   case $agent in
     # TC agents: `all` plays the OOD suites (the same environments as BC's `ood`: an episode is a function of
     # model, level, seed and action seed) and also reports FADS, precrime and steering.
-    tc|te) evaluate "$run" eval-ood --suite all --episodes "$OOD_EPISODES" || return 1 ;;
+    tc|te) evaluate "$run" eval-ood --suite all --episodes "$OOD_EPISODES" || return 1
+           # Steering again on more seeds: does the lower level follow the demonstrator's thoughts?
+           evaluate "$run" eval-steering --suite steering --episodes "$STEERING_EPISODES" || return 1 ;;
     # BC has no thoughts; the ablation's thoughts are never supervised, so only its actions are compared.
     *) evaluate "$run" eval-ood --suite ood --episodes "$OOD_EPISODES" || return 1 ;;
   esac

@@ -7,7 +7,7 @@ A study folder (``scripts/study_cpu.sh``) holds one sub-folder per training run,
 ``trainer_log.jsonl``, ``training_args.json``, ``model/`` once finished, and the evaluations
 ``eval-id/evaluation.json`` (suite ``in-distribution``) and ``eval-ood/evaluation.json`` (suite ``ood``,
 plus ``fads``, ``precrime`` and ``steering`` for agents with thoughts; ``eval-precrime/`` and
-``eval-steering/`` are read where those suites ran separately). Agents: ``tc``, ``bc``, ``nts``, ``te``
+``eval-steering/``, where those suites ran separately, replace the ``eval-ood`` numbers). Agents: ``tc``, ``bc``, ``nts``, ``te``
 (``AGENTS``); an agent without runs is left out of every table.
 
 Writes ``summary.md`` (markdown tables: in-distribution success with pooled Wilson intervals, validation
@@ -103,9 +103,11 @@ def load_run(folder: Path) -> dict:
         record.update(
             {key: ood["suites"][key] for key in ("fads", "precrime", "steering") if key in ood["suites"]}
         )
-    for key in ("precrime", "steering"):  # separate calls (--suite precrime / steering), if made
+    # A separate call (--suite precrime / steering), made on purpose (usually with more episodes than the
+    # `--suite all` of eval-ood), replaces that call's numbers.
+    for key in ("precrime", "steering"):
         extra = _load_json(folder / f"eval-{key}" / "evaluation.json")
-        if key not in record and extra and key in extra["suites"]:
+        if extra and key in extra["suites"]:
             record[key] = extra["suites"][key]
     versions = (in_distribution or ood or {}).get("versions")
     if versions:
