@@ -138,7 +138,10 @@ package() {  # the TC run with the best validation success, as a Hub-ready model
   done | sort -g -k1,1 | tail -1 | cut -d' ' -f2)
   [ -n "$best" ] || { echo "error: no trained and evaluated TC run in $STUDY: run '$0 run' first" >&2; exit 2; }
   say "packaging $best (best validation success of the TC runs) as $STUDY/thought-cloning-babyai"
-  "$PY" -m hf_thought_cloning.packaging --model "$best/model" --evaluation "$best/eval-id" "$best/eval-ood" \
+  local evaluations=("$best/eval-id")  # most trusted first: a metric measured twice is taken from the first
+  [ -d "$best/eval-steering" ] && evaluations+=("$best/eval-steering")
+  evaluations+=("$best/eval-ood")
+  "$PY" -m hf_thought_cloning.packaging --model "$best/model" --evaluation "${evaluations[@]}" \
     --repo_id "$HUB_ORG/thought-cloning-babyai" --dataset_hub_id "$HUB_ORG/babyai-thoughts-minibosslevel" \
     --output "$STUDY/thought-cloning-babyai" --overwrite
   "$PY" -m dataset_builder card "$DATA" --repo_id "$HUB_ORG/babyai-thoughts-minibosslevel"
