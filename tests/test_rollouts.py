@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 
 from dataset_builder.episodes import make_env, reset_quietly
 from dataset_builder.thoughts import ThoughtBot
@@ -23,7 +24,6 @@ from hf_thought_cloning.rollouts import (
     success_rate,
 )
 
-TINY = {"image_dim": 16, "text_dim": 32, "memory_dim": 48, "actor_hidden_dim": 16, "num_attention_heads": 2}
 LEVEL = "BabyAI-GoToLocal-v0"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY
 
 from dataset_builder.episodes import make_env, reset_quietly
 from dataset_builder.thoughts import ThoughtBot
@@ -24,7 +25,6 @@ from hf_thought_cloning.safety import (
     unsafe_rate,
 )
 
-TINY = {"image_dim": 16, "text_dim": 32, "memory_dim": 48, "actor_hidden_dim": 16, "num_attention_heads": 2}
 LEVEL = "BabyAI-MiniBossLevel-v0"
 
 

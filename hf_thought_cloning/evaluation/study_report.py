@@ -28,7 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_thought_cloning.evaluation.replays import _atomic_write, plot_learning_curves, plot_success_by_bin
+from dataset_builder.shards import atomic_write_text
+from hf_thought_cloning.evaluation.replays import plot_learning_curves, plot_success_by_bin
 from hf_thought_cloning.evaluation.report import write_json_atomic
 
 __all__ = ["AGENTS", "StudyReportArguments", "load_runs", "main", "render_tables", "write_plots"]
@@ -529,7 +530,7 @@ def report(arguments: StudyReportArguments) -> str:
         f"{agent}-seed{seed}": record for agent, per_seed in runs.items() for seed, record in per_seed.items()
     }
     write_json_atomic(Path(arguments.output_json or study / "summary.json"), {"runs": records})
-    _atomic_write(Path(arguments.output_md or study / "summary.md"), lambda tmp: tmp.write_text(markdown))
+    atomic_write_text(Path(arguments.output_md or study / "summary.md"), markdown)
     write_plots(runs, Path(arguments.plots))
     return markdown
 
