@@ -4,14 +4,24 @@ Same levels, same seeds, same process. The generator's number includes everythin
 shard: thoughts, records, Arrow conversion, zstd Parquet writing, statistics. Baseline and generator
 runs are interleaved (repeats) so that machine load hits both alike; the best repeat of each is kept.
 
+``--whole-process N`` instead times two whole processes on the same N seeds, from the shell's point of
+view (interpreter start and imports included): ``python -m dataset_builder generate`` (noise off, so
+both play the same episodes) against a bare ``BabyAIBot`` loop in a fresh interpreter. The CLI is the
+one ``python -m`` finds from the current directory: run from another checkout to time that version.
+
     python benchmarks/bench_generation.py --episodes 200 --repeats 3 --scaling-episodes 400
+    python benchmarks/bench_generation.py --whole-process 600 --repeats 2
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import date
@@ -63,6 +73,62 @@ def scaling(level: str, episodes: int, num_proc: int, workdir: Path) -> float:
     return episodes / seconds
 
 
+# minigrid and gymnasium only, as a user would write the loop (level generation's prints swallowed, as the
+# generator does); it imports nothing of this project, so it also serves to time an older checkout.
+BARE_PROCESS = """
+import contextlib, io, sys
+import gymnasium as gym
+import minigrid
+from minigrid.utils.baby_ai_bot import BabyAIBot
+level, start, stop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+env = gym.make(level)
+for seed in range(start, stop):
+    with contextlib.redirect_stdout(io.StringIO()):
+        env.reset(seed=seed)
+    bot = BabyAIBot(env)
+    while True:
+        _, _, terminated, truncated, _ = env.step(bot.replan())
+        if terminated or truncated:
+            break
+"""
+
+
+def _timed(command: list[str]) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of a whole process, interpreter start-up included.
+
+    CPU time is what a busy shared machine disturbs least; wall time is what the user waits.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def whole_process(level: str, episodes: int, repeats: int, workdir: Path) -> None:
+    """``python -m dataset_builder generate`` against a bare bot loop, each a whole process, same seeds."""
+    start, stop = 10_000, 10_000 + episodes
+    bare_command = [sys.executable, "-c", BARE_PROCESS, level, str(start), str(stop)]
+    bare, full = [], []
+    for repeat in range(repeats):
+        bare.append(_timed(bare_command))
+        output = workdir / f"whole-{repeat}"
+        full.append(_timed([
+            sys.executable, "-m", "dataset_builder", "generate", "--level", level, "--seeds", f"{start}:{stop}",
+            "--splits", "train=1", "--noise-rate", "0", "--output", str(output),
+        ]))  # fmt: skip
+        shutil.rmtree(output)
+    print(f"\n| {level}, seeds {start}-{stop - 1} | bare bot process | `python -m dataset_builder generate` | ratio |")
+    print("|---|---|---|---|")
+    for index, name in ((0, "wall"), (1, "CPU")):
+        best_bare, best_full = min(r[index] for r in bare), min(r[index] for r in full)
+        print(f"| {name} seconds, best of {repeats} | {best_bare:.2f} | {best_full:.2f} | **{best_bare / best_full:.3f}** |")
+    for index, name in ((0, "wall"), (1, "CPU")):
+        listed = [", ".join(f"{r[index]:.2f}" for r in runs) for runs in (bare, full)]
+        print(f"| {name} seconds, every repeat | {listed[0]} | {listed[1]} | |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", nargs="+", default=["BabyAI-MiniBossLevel-v0", "BabyAI-BossLevel-v0"])
@@ -70,9 +136,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scaling-episodes", type=int, default=400, help="0 skips the process-scaling part")
     parser.add_argument("--max-proc", type=int, default=2)
+    parser.add_argument(
+        "--whole-process", type=int, default=0, metavar="N",
+        help="time whole processes on N seeds of the first level instead (generate CLI vs bare bot loop)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     print(f"# bench_generation  {date.today()}  {platform.machine()}  {platform.python_version()}")
+    if args.whole_process:
+        with tempfile.TemporaryDirectory() as tmp:
+            whole_process(args.levels[0], args.whole_process, args.repeats, Path(tmp))
+        return
     print("\n| level | bare bot episodes/s | generator episodes/s | bare steps/s | generator steps/s | ratio | bytes/episode |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import collections
-import importlib.metadata
 import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from dataset_builder.files import atomic_write_json, atomic_write_text, package_versions
 from dataset_builder.plan import ShardTask
 from dataset_builder.schema import COLUMN_DOCS, FEATURES, SCHEMA_VERSION
-from dataset_builder.shards import atomic_write_text
-from hf_thought_cloning.vocabulary import split_words
+from dataset_builder.vocabulary import split_words
 
 TEMPLATE = Path(__file__).with_name("templates") / "dataset_card.md"
 STATISTICS_PATH = "generation/statistics.json"
 VERSIONED_PACKAGES = ("hf-thought-cloning", "minigrid", "gymnasium", "numpy", "datasets", "pyarrow")
 
 
-def library_versions() -> dict[str, str]:
-    return {name: importlib.metadata.version(name) for name in VERSIONED_PACKAGES}
+def library_versions() -> dict[str, str | None]:
+    return package_versions(VERSIONED_PACKAGES)
 
 
 def split_statistics(root: Path, tasks: list[ShardTask]) -> dict:
@@ -157,7 +156,7 @@ def _size_category(episodes: int) -> str:
 def write_card(root: Path, manifest: dict, repo_id: str | None = None) -> Path:
     """Compute the statistics and write ``README.md`` (atomically, last: it marks a complete dataset)."""
     statistics = dataset_statistics(root, manifest)
-    atomic_write_text(root / STATISTICS_PATH, json.dumps(statistics, indent=1, sort_keys=True) + "\n")
+    atomic_write_json(root / STATISTICS_PATH, statistics, sort_keys=True)
     card = render_card(root, manifest, statistics, repo_id)
     path = root / "README.md"
     atomic_write_text(path, str(card))

@@ -19,7 +19,7 @@ from minigrid.core.actions import Actions
 from minigrid.utils.baby_ai_bot import DisappearedBoxError
 
 from dataset_builder.thoughts import ThoughtBot, ThoughtTemplateError
-from hf_thought_cloning.vocabulary import COLORS
+from dataset_builder.vocabulary import COLORS
 
 NOISE_ACTIONS = (Actions.left, Actions.right, Actions.forward)
 MAX_NOISE_SEGMENT = 5

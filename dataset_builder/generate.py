@@ -13,79 +13,24 @@ from __future__ import annotations
 import json
 import multiprocessing
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from dataset_builder import card
 from dataset_builder.episodes import make_env
-from dataset_builder.plan import DEFAULT_SPLITS, SeedRange, ShardTask, plan_shards, plan_splits
+from dataset_builder.files import TMP_MARKER, atomic_write_json
+from dataset_builder.plan import GenerateArgs, SeedRange, ShardTask, plan_shards, plan_splits
 from dataset_builder.schema import SCHEMA_VERSION
-from dataset_builder.shards import (
-    TMP_MARKER,
-    ShardStats,
-    atomic_write_text,
-    generate_shard,
-    shard_is_finished,
-)
+from dataset_builder.shards import ShardStats, generate_shard, shard_is_finished
 
 MANIFEST_PATH = "generation/manifest.json"
 DATASET_FORMAT = "hf-thought-cloning/thought-trajectories"
 
 
-class GenerationError(RuntimeError):
-    """The output folder or the settings do not allow generation to go on."""
-
-
-@dataclass
-class GenerateArgs:
-    """Settings of ``python -m dataset_builder generate``."""
-
-    output: str = field(
-        metadata={"help": "Dataset folder to write (created; the layout of a Hub dataset repo)."}
-    )
-    level: list[str] = field(
-        default_factory=lambda: ["BabyAI-MiniBossLevel-v0"],
-        metadata={"help": "BabyAI level id(s); each becomes one dataset config."},
-    )
-    episodes: int | None = field(
-        default=None, metadata={"help": "Number of seeds (episodes attempted) per level, over all splits."}
-    )
-    seed_start: int = field(default=0, metadata={"help": "First seed; splits take consecutive seed ranges."})
-    seeds: str | None = field(
-        default=None, metadata={"help": "Explicit seed range START:STOP (instead of --episodes)."}
-    )
-    splits: str = field(
-        default=DEFAULT_SPLITS,
-        metadata={"help": "name=fraction, name=count or name=START:STOP, comma separated."},
-    )
-    noise_rate: float = field(
-        default=0.01, metadata={"help": "Per-step probability of starting a 1-5 step random-action segment."}
-    )
-    noise_seed: int = field(
-        default=0, metadata={"help": "Seed of the noise draws (with the level and episode seed)."}
-    )
-    shard_size: int = field(default=500, metadata={"help": "Seeds per Parquet shard (the unit of resume)."})
-    num_proc: int = field(default=1, metadata={"help": "Worker processes on this machine."})
-    shard_index: int = field(
-        default=0, metadata={"help": "This machine's index when splitting over machines."}
-    )
-    num_shards: int = field(
-        default=1, metadata={"help": "Number of machines sharing the work (shard i takes every n-th)."}
-    )
-    strict_templates: bool = field(
-        default=False,
-        metadata={
-            "help": "Abort at the first plan the thought templates cannot describe (default: record it as a failure)."
-        },
-    )
-    resume: bool = field(
-        default=False, metadata={"help": "Continue an interrupted run in an existing folder."}
-    )
-    overwrite: bool = field(
-        default=False, metadata={"help": "Delete an existing dataset folder and start over."}
-    )
+class GenerationError(ValueError):
+    """The output folder or the settings do not allow generation to go on (bad input: ``error:``, exit 2)."""
 
 
 # Settings that define the dataset's content: a resumed run must match them exactly.
@@ -131,17 +76,55 @@ def canonical_command(args: GenerateArgs, levels: list[str], ranges: list[SeedRa
     )
 
 
+# What every reader of a manifest relies on (``show``, ``card``, ``validate``, ``--resume``, the trainer).
+MANIFEST_KEYS = ("format", "schema_version", "levels", "splits", "noise_rate", "noise_seed", "shard_size", "shards")
+
+
 def load_manifest(root: Path) -> dict:
+    """``generation/manifest.json`` of the folder ``root``; GenerationError when it is missing or malformed."""
     path = root / MANIFEST_PATH
     if not path.is_file():
         raise GenerationError(f"{root} is not a thought dataset folder: {MANIFEST_PATH} is missing")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise GenerationError(f"{path} is corrupted ({error}); regenerate with --overwrite") from error
+    if not isinstance(manifest, dict):
+        raise GenerationError(
+            f"{path} holds a JSON {type(manifest).__name__}, not a manifest object: regenerate with --overwrite"
+        )
     if manifest.get("format") != DATASET_FORMAT:
         raise GenerationError(f"{path} is not a {DATASET_FORMAT} manifest")
+    missing = [key for key in MANIFEST_KEYS if key not in manifest]
+    if missing:
+        raise GenerationError(f"{path} lacks {', '.join(missing)}: it is damaged; regenerate with --overwrite")
+    problem = _manifest_shape_problem(manifest)
+    if problem:
+        raise GenerationError(f"{path}: {problem}: it is damaged; regenerate with --overwrite")
     return manifest
+
+
+def _manifest_shape_problem(manifest: dict) -> str | None:
+    levels, splits, shards = manifest["levels"], manifest["splits"], manifest["shards"]
+    if not isinstance(levels, list) or not levels or not all(isinstance(level, str) for level in levels):
+        return "`levels` is not a non-empty list of level ids"
+    if not isinstance(splits, dict) or not splits:
+        return "`splits` is not an object of split name -> [start, stop]"
+    for split, seed_range in splits.items():
+        if not (
+            isinstance(seed_range, list)
+            and len(seed_range) == 2
+            and all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seed_range)
+        ):
+            return f"split {split!r} has the seed range {seed_range!r}, not [start, stop]"
+    if not isinstance(shards, list) or not all(isinstance(task, dict) for task in shards):
+        return "`shards` is not a list of shard objects"
+    for task in shards:
+        try:
+            ShardTask(**task)
+        except TypeError:
+            return f"shard entry {task!r} does not have the fields of a shard"
+    return None
 
 
 def tasks_of(manifest: dict) -> list[ShardTask]:
@@ -154,6 +137,9 @@ def prepare_output(root: Path, manifest: dict, resume: bool, overwrite: bool) ->
         raise GenerationError("--resume and --overwrite contradict each other: choose one")
     if root.exists() and not root.is_dir():
         raise GenerationError(f"--output {root} exists and is not a folder")
+    inside_file = next((parent for parent in root.parents if parent.exists() and not parent.is_dir()), None)
+    if inside_file is not None:
+        raise GenerationError(f"--output {root} lies inside {inside_file}, which is a file: choose another --output")
     exists = root.is_dir() and any(root.iterdir())
     if exists and overwrite:
         if not (root / MANIFEST_PATH).is_file():
@@ -177,7 +163,7 @@ def prepare_output(root: Path, manifest: dict, resume: bool, overwrite: bool) ->
         for stale in root.rglob(f".*{TMP_MARKER}*"):  # debris of an interrupted write
             stale.unlink()
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / MANIFEST_PATH, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    atomic_write_json(root / MANIFEST_PATH, manifest, sort_keys=True)
 
 
 def _run_task(job: tuple[ShardTask, str, float, int, bool]) -> ShardStats:
@@ -201,8 +187,8 @@ def generate(args: GenerateArgs) -> dict:
             for stats in results:
                 progress.update(stats.attempted)
         else:
-            # fork: workers inherit the imported modules instead of re-importing torch/transformers
-            # (seconds each); they never touch torch, so forking after its import is safe.
+            # fork: workers inherit the imported modules (datasets, minigrid) instead of importing them
+            # again, and the objects the command line froze stay shared between the processes.
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             with context.Pool(min(args.num_proc, len(jobs))) as pool:

@@ -1,10 +1,62 @@
-"""Seed ranges per split and their division into shards: the whole dataset is decided here, up front."""
+"""The settings of ``generate``, seed ranges per split and their division into shards: the whole dataset is
+decided here, up front (standard library only, so the command line parses its options before the heavy imports).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_SPLITS = "train=0.9,validation=0.05,test=0.05"
+
+
+@dataclass
+class GenerateArgs:
+    """Settings of ``python -m dataset_builder generate``."""
+
+    output: str = field(
+        metadata={"help": "Dataset folder to write (created; the layout of a Hub dataset repo)."}
+    )
+    level: list[str] = field(
+        default_factory=lambda: ["BabyAI-MiniBossLevel-v0"],
+        metadata={"help": "BabyAI level id(s); each becomes one dataset config."},
+    )
+    episodes: int | None = field(
+        default=None, metadata={"help": "Number of seeds (episodes attempted) per level, over all splits."}
+    )
+    seed_start: int = field(default=0, metadata={"help": "First seed; splits take consecutive seed ranges."})
+    seeds: str | None = field(
+        default=None, metadata={"help": "Explicit seed range START:STOP (instead of --episodes)."}
+    )
+    splits: str = field(
+        default=DEFAULT_SPLITS,
+        metadata={"help": "name=fraction, name=count or name=START:STOP, comma separated."},
+    )
+    noise_rate: float = field(
+        default=0.01, metadata={"help": "Per-step probability of starting a 1-5 step random-action segment."}
+    )
+    noise_seed: int = field(
+        default=0, metadata={"help": "Seed of the noise draws (with the level and episode seed)."}
+    )
+    shard_size: int = field(default=500, metadata={"help": "Seeds per Parquet shard (the unit of resume)."})
+    num_proc: int = field(default=1, metadata={"help": "Worker processes on this machine."})
+    shard_index: int = field(
+        default=0, metadata={"help": "This machine's index when splitting over machines."}
+    )
+    num_shards: int = field(
+        default=1, metadata={"help": "Number of machines sharing the work (shard i takes every n-th)."}
+    )
+    strict_templates: bool = field(
+        default=False,
+        metadata={
+            "help": "Abort at the first plan the thought templates cannot describe (default: record it as a failure)."
+        },
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "Continue an interrupted run in an existing folder."}
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "Delete an existing dataset folder and start over."}
+    )
 
 
 class PlanError(ValueError):

@@ -16,15 +16,18 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+# huggingface_hub 2.4's HTTP client: its transport errors (no network, DNS, timeouts) reach us unwrapped.
+import httpx2
 from huggingface_hub import HfApi
 from huggingface_hub.errors import OfflineModeIsEnabled
-from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
+from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 
 # Not re-exported by huggingface_hub.utils in 2.4, but it is the exact check upload_folder uses to pick the
 # pipelined uploader, so our size decision cannot disagree with the client's.
 from huggingface_hub.utils._runtime import is_xet_available
 
 from dataset_builder.card import card_names_repo, rewrite_card
+from dataset_builder.files import atomic_write_bytes, check_repo_id
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,10 @@ IGNORE_PATTERNS: tuple[str, ...] = (".cache/**", "*.tmp*", "**/*.tmp*", ".~*", "
 # What `python -m dataset_builder generate` leaves behind when it finished.
 REQUIRED_FILES: tuple[str, ...] = ("README.md", "generation/manifest.json")
 DATA_GLOB = "data/**/*.parquet"
+
+
+class PublishError(RuntimeError):
+    """The push cannot go on (offline mode, no network, a large folder without hf_xet); says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -69,20 +76,6 @@ def check_dataset_folder(folder: str | Path) -> Path:
     return path
 
 
-def check_repo_id(repo_id: str) -> None:
-    """Require ``org/name``: a bare name would silently land in the token owner's namespace."""
-    parts = repo_id.split("/") if isinstance(repo_id, str) else []
-    if len(parts) != 2 or not all(parts):
-        raise ValueError(
-            f"Invalid repo id {repo_id!r}: expected the form 'org/name' (e.g. 'my-org/babyai-thoughts'), "
-            "with exactly one '/'."
-        )
-    try:
-        validate_repo_id(repo_id)
-    except ValueError as err:  # HFValidationError subclasses ValueError; restate it in our terms
-        raise ValueError(f"Invalid repo id {repo_id!r}: {err}") from err
-
-
 def plan_upload(folder: str | Path, large_folder_threshold_bytes: int = 1_000_000_000) -> UploadPlan:
     """List the files ``upload_folder`` will send (same filters) and size them against the threshold."""
     root = Path(folder).expanduser().resolve()
@@ -104,24 +97,26 @@ def push_dataset(
 ) -> str:
     """Create (or reuse) the dataset repo ``repo_id`` and upload ``folder`` to it; return the repo URL.
 
-    Before uploading, ``README.md`` in ``folder`` is re-rendered (atomically) so that its usage snippet loads
-    ``repo_id`` instead of the ``<org>/<folder name>`` placeholder, unless it already names ``repo_id``: the
-    published card always names the repo it is in, and the folder keeps matching what was pushed.
+    Once the repo exists, ``README.md`` in ``folder`` is re-rendered (atomically) so that its usage snippet
+    loads ``repo_id`` instead of the ``<org>/<folder name>`` placeholder, unless it already names ``repo_id``:
+    the published card always names the repo it is in, and the folder keeps matching what was pushed. If the
+    upload fails, the card is put back as it was.
 
     ``private`` only applies when the repo is created (the Hub ignores it for an existing repo).
     ``revision`` must name an existing branch (default: ``main``). Hub HTTP errors propagate unchanged
-    (``HfHubHTTPError`` and subclasses); offline mode is turned into a RuntimeError that says how to leave it.
+    (``HfHubHTTPError`` and subclasses); offline mode and an unreachable Hub become a ``PublishError`` that
+    says what to do.
     """
     # All local checks run before the first request, so a typo costs no network round trip.
     path = check_dataset_folder(folder)
     check_repo_id(repo_id)
-    if not card_names_repo((path / "README.md").read_text(encoding="utf-8"), repo_id):
-        rewrite_card(path, repo_id)
-        logger.info("Re-rendered %s/README.md for %s", path, repo_id)
+    card_path = path / "README.md"
+    original_card = card_path.read_bytes()
+    rename_card = not card_names_repo(original_card.decode("utf-8"), repo_id)
     plan = plan_upload(path, large_folder_threshold_bytes)
     if plan.large and not is_xet_available():
         # The fallback single commit is not split or resumable: refuse rather than risk a multi-GB retry.
-        raise RuntimeError(
+        raise PublishError(
             f"{str(path)!r} holds {plan.total_bytes:,} bytes in {len(plan.files)} files (threshold "
             f"{large_folder_threshold_bytes:,}): large folders are pushed with huggingface_hub's resumable "
             "multi-commit upload, which needs `hf_xet`. Install it (`pip install hf_xet`) and unset "
@@ -131,6 +126,9 @@ def push_dataset(
     api = HfApi(endpoint=endpoint, token=token)
     try:
         repo_url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        if rename_card:
+            rewrite_card(path, repo_id)
+            logger.info("Re-rendered %s for %s", card_path, repo_id)
         if plan.large:
             logger.info(
                 "Pushing %s (%d files, %d bytes) in resumable batches; if interrupted, re-run the same "
@@ -139,18 +137,29 @@ def push_dataset(
                 len(plan.files),
                 plan.total_bytes,
             )
-        # Both sizes use upload_folder: in 2.4 it is the chunked/resumable uploader (see module docstring).
-        api.upload_folder(
-            repo_id=repo_id,
-            folder_path=path,
-            repo_type="dataset",
-            revision=revision,
-            commit_message=COMMIT_MESSAGE,
-            ignore_patterns=list(IGNORE_PATTERNS),
-        )
+        try:
+            # Both sizes use upload_folder: in 2.4 it is the chunked/resumable uploader (see module docstring).
+            api.upload_folder(
+                repo_id=repo_id,
+                folder_path=path,
+                repo_type="dataset",
+                revision=revision,
+                commit_message=COMMIT_MESSAGE,
+                ignore_patterns=list(IGNORE_PATTERNS),
+            )
+        except BaseException:
+            if rename_card:  # nothing was published under that name: the folder stays as it was
+                atomic_write_bytes(card_path, original_card)
+            raise
     except OfflineModeIsEnabled as err:
-        raise RuntimeError(
+        raise PublishError(
             "Cannot publish: huggingface_hub offline mode is enabled (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE "
             "is set). Unset HF_HUB_OFFLINE (and TRANSFORMERS_OFFLINE), or set it to 0, and re-run."
+        ) from err
+    except httpx2.TransportError as err:
+        raise PublishError(
+            f"Cannot publish: the Hub at {api.endpoint} cannot be reached ({type(err).__name__}: {err}). Check the "
+            "network connection (and HF_ENDPOINT), then re-run the same command: files already uploaded are "
+            "skipped."
         ) from err
     return str(repo_url)

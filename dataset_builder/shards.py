@@ -8,8 +8,6 @@ interrupted run never leaves a file that looks finished but is not.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,12 +17,12 @@ import pyarrow.parquet as pq
 from datasets import Dataset
 
 from dataset_builder.episodes import Episode, EpisodeFailure, make_env, run_episode
+from dataset_builder.files import atomic_write_bytes, atomic_write_json
 from dataset_builder.plan import ShardTask
 from dataset_builder.schema import FEATURES
 
 PARQUET_COMPRESSION = "zstd"
 PARQUET_COMPRESSION_LEVEL = 9
-TMP_MARKER = ".tmp-"
 
 
 @dataclass
@@ -43,17 +41,6 @@ class ShardStats:
     @property
     def attempted(self) -> int:
         return self.seed_stop - self.seed_start
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def noise_seed_for(noise_seed: int, level: str) -> int:
@@ -103,7 +90,7 @@ def generate_shard(
     # Statistics first: a Parquet file under its final name always has its statistics beside it.
     data = _serialize_table(table)
     stats.sha256 = hashlib.sha256(data).hexdigest()
-    atomic_write_text(root / task.stats_path, json.dumps(asdict(stats), indent=1, sort_keys=True) + "\n")
+    atomic_write_json(root / task.stats_path, asdict(stats), sort_keys=True)
     atomic_write_bytes(root / task.data_path, data)
     return stats
 
@@ -119,11 +106,6 @@ def _serialize_table(table: pa.Table) -> bytes:
         row_group_size=256,
     )
     return sink.getvalue().to_pybytes()
-
-
-def load_stats(root: Path, task: ShardTask) -> ShardStats:
-    data = json.loads((root / task.stats_path).read_text())
-    return ShardStats(**data)
 
 
 def shard_is_finished(root: Path, task: ShardTask) -> bool:

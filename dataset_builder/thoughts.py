@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from minigrid.core.world_object import WorldObj
@@ -85,14 +84,19 @@ def _set_notes(subgoals: list[Subgoal], notes) -> None:
 
 
 class _WatchedStack(list):
-    """The bot's subgoal stack; remembers what was pushed since the last ``take_pushed``."""
+    """The bot's subgoal stack; remembers what was pushed since the last ``take_pushed``, and hands every
+    pushed subgoal to ``on_push`` (the bot wraps its replanning steps there)."""
 
-    def __init__(self, items=()):
+    def __init__(self, items, on_push):
         super().__init__(items)
         self.pushed: list[Subgoal] = []
+        self.on_push = on_push
+        for subgoal in self:
+            on_push(subgoal)
 
     def append(self, subgoal: Subgoal) -> None:
         subgoal.note = getattr(subgoal, "note", None)
+        self.on_push(subgoal)
         self.pushed.append(subgoal)
         super().append(subgoal)
 
@@ -115,7 +119,7 @@ class ThoughtBot(BabyAIBot):
 
     @stack.setter
     def stack(self, items) -> None:
-        self._stack = _WatchedStack(items)
+        self._stack = _WatchedStack(items, self._watch)
 
     def _process_instr(self, instr) -> None:
         self.stack.take_pushed()
@@ -133,40 +137,31 @@ class ThoughtBot(BabyAIBot):
             raise ThoughtTemplateError(f"instruction {type(instr).__name__} pushed subgoals directly")
 
     def replan(self, action_taken=None):
-        self._watch_all()
         action = super().replan(action_taken)
         self.stack.take_pushed()
         return action
 
-    # Watching: each replan step of a subgoal is wrapped so that what it pushes gets notes.
+    # Watching: each replan step of a subgoal is wrapped (when it is pushed) so that what it pushes gets notes.
     def _watch(self, subgoal: Subgoal) -> None:
         if getattr(subgoal, "_watched", False):
             return
         subgoal._watched = True
         before, after = subgoal.replan_before_action, subgoal.replan_after_action
 
-        @functools.wraps(before)
         def replan_before_action():
             carrying, fwd_cell = subgoal.carrying, subgoal.fwd_cell
             self.stack.take_pushed()
             action = before()
             self._annotate_before(subgoal, self.stack.take_pushed(), carrying, fwd_cell)
-            self._watch_all()
             return action
 
-        @functools.wraps(after)
         def replan_after_action(action_taken):
             self.stack.take_pushed()
             after(action_taken)
             self._annotate_after(subgoal, self.stack.take_pushed(), action_taken)
-            self._watch_all()
 
         subgoal.replan_before_action = replan_before_action
         subgoal.replan_after_action = replan_after_action
-
-    def _watch_all(self) -> None:
-        for subgoal in self.stack:
-            self._watch(subgoal)
 
     def _annotate_before(self, actor: Subgoal, pushed: list[Subgoal], carrying, fwd_cell) -> None:
         if not pushed:
@@ -289,9 +284,10 @@ class ThoughtBot(BabyAIBot):
             return self._open_sentence(ObjectRef.of(target), locked, below.note)
         if note in (TO_DROP_IT, TO_DROP_IT_TEMPORARY):
             if isinstance(below, GoNextToSubgoal) and below.note in (TO_DROP_IT, TO_DROP_IT_TEMPORARY):
-                # A step aside for a PutNext target blocked by an open door (pushed on top of the
-                # PutNext GoNextTo, not on the Drop): it serves the same drop, so it says the same.
-                return self._go_next_to_sentence(index - 1)
+                # A step aside for a PutNext target blocked by an open door, pushed on top of the PutNext
+                # GoNextTo instead of a Drop. The original implementation still writes the drop sentence
+                # with the note of the subgoal below, here that GoNextTo's: "drop red box to drop it".
+                return self._drop_sentence(self._carried(), below.note)
             self._expect_below(below, DropSubgoal, note)
             return self._drop_sentence(self._carried(), below.note)
         self._expect_below(below, PickupSubgoal, note)

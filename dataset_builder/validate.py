@@ -1,4 +1,8 @@
-"""Checking a dataset folder: layout, card, schema, per-step lengths, vocabulary, seeds, integrity."""
+"""Checking a dataset folder: layout, card, schema, per-step lengths, vocabulary, seeds, integrity.
+
+``integrity_problems`` is the cheap part (manifest, card, shard files and checksums against each other), which
+the trainer runs before it reads a local folder; ``validate`` runs it and then checks every shard's content.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,22 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import yaml
 from datasets import Features
+from datasets.data_files import resolve_pattern, sanitize_patterns
 from huggingface_hub import DatasetCard
 
 from dataset_builder.generate import GenerationError, load_manifest, tasks_of
 from dataset_builder.plan import ShardTask
 from dataset_builder.schema import FEATURES, SCHEMA_VERSION, STEP_COLUMNS
-from hf_thought_cloning.vocabulary import mission_vocabulary, split_words, thought_vocabulary
+from dataset_builder.vocabulary import mission_vocabulary, split_words, thought_vocabulary
 
 MAX_ERRORS_PER_KIND = 5
+SHARD_STATS_KEYS = ("sha256", "episodes", "failures")
+
+
+class DatasetFolderError(ValueError):
+    """A file of the dataset folder cannot be read as what it should be; the message names the file."""
 
 
 @dataclass
@@ -44,54 +55,133 @@ class ValidationReport:
         return f"INVALID: {self.root}: {len(self.errors)} problem(s)\n{shown}"
 
 
+def read_manifest(folder: str | Path) -> dict:
+    """The folder's manifest; DatasetFolderError when the folder or its manifest cannot be read."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatasetFolderError(f"{root} is not a folder")
+    try:
+        return load_manifest(root)
+    except GenerationError as error:
+        raise DatasetFolderError(str(error)) from error
+
+
+def integrity_problems(folder: str | Path) -> list[str]:
+    """Whether the folder holds exactly the dataset its manifest describes, without reading the episodes.
+
+    Checks the schema version, that the card's ``configs`` read exactly the manifest's shards of each level and
+    split (a card narrowed to fewer shards, or widened to foreign files, is a problem), that every shard exists
+    and no foreign one does, and every shard's checksum against its statistics (a shard copied over another
+    fails it). Returns the problems (empty: intact); raises DatasetFolderError when the manifest, the card's
+    YAML or a shard's statistics file cannot be read.
+    """
+    root = Path(folder)
+    manifest = read_manifest(root)
+    if manifest["schema_version"] != SCHEMA_VERSION:
+        return [
+            f"schema version {manifest['schema_version']} is not the supported {SCHEMA_VERSION}: "
+            "regenerate the dataset with this version of dataset_builder"
+        ]
+    tasks = tasks_of(manifest)
+    problems: list[str] = []
+    _check_card(root, manifest, tasks, problems)
+    _check_files(root, tasks, problems)
+    for task in tasks:
+        if (root / task.data_path).is_file():
+            _check_checksum(root, task, problems)
+    return problems
+
+
 def validate(folder: str | Path) -> ValidationReport:
-    """Every check; problems are collected (not raised) so the user sees them all at once."""
+    """Every check; problems are collected (not raised) so the user sees them all at once.
+
+    Raises DatasetFolderError when a file that the checks need cannot be read at all (see
+    ``integrity_problems``).
+    """
     root = Path(folder)
     report = ValidationReport(root)
-    if not root.is_dir():
-        report.errors.append(f"{root} is not a folder")
+    report.errors.extend(integrity_problems(root))
+    manifest = load_manifest(root)
+    if manifest["schema_version"] != SCHEMA_VERSION:
         return report
-    try:
-        manifest = load_manifest(root)
-    except GenerationError as error:
-        report.errors.append(str(error))
-        return report
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        report.errors.append(
-            f"schema version {manifest.get('schema_version')} is not the supported {SCHEMA_VERSION}: "
-            "regenerate the dataset with this version of dataset_builder"
-        )
-        return report
-    tasks = tasks_of(manifest)
-    _check_card(root, manifest, report)
     _check_split_ranges(manifest, report)
-    _check_files(root, tasks, report)
     thought_words, mission_words = set(thought_vocabulary()), set(mission_vocabulary())
-    for task in tasks:
+    for task in tasks_of(manifest):
         _check_shard(root, task, report, thought_words, mission_words)
     return report
 
 
-def _check_card(root: Path, manifest: dict, report: ValidationReport) -> None:
+def load_card_configs(root: Path) -> list:
+    """The ``configs`` of the folder's ``README.md`` front matter; DatasetFolderError when the YAML is broken."""
     path = root / "README.md"
-    if not path.is_file():
-        report.errors.append(
+    try:
+        card = DatasetCard.load(path)
+    except yaml.YAMLError as error:
+        raise DatasetFolderError(
+            f"{path}: its YAML front matter does not parse ({error}); restore the card with "
+            f"`python -m dataset_builder card {root}`"
+        ) from error
+    return card.data.to_dict().get("configs") or []
+
+
+def _check_card(root: Path, manifest: dict, tasks: list[ShardTask], problems: list[str]) -> None:
+    if not (root / "README.md").is_file():
+        problems.append(
             "README.md (dataset card) is missing: the generation did not finish; "
             "rerun the generate command with --resume"
         )
         return
-    configs = DatasetCard.load(path).data.to_dict().get("configs") or []
+    configs = load_card_configs(root)
+    if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+        problems.append("README.md `configs` is not a list of dataset configs")
+        return
     by_name = {c.get("config_name"): c for c in configs}
+    for name in by_name.keys() - set(manifest["levels"]):
+        problems.append(f"README.md has a dataset config {name!r} that is not a level of this dataset")
     for level in manifest["levels"]:
         config = by_name.get(level)
         if config is None:
-            report.errors.append(f"README.md has no dataset config for level {level}")
+            problems.append(f"README.md has no dataset config for level {level}")
             continue
-        splits = {entry["split"] for entry in config.get("data_files", [])}
-        if splits != set(manifest["splits"]):
-            report.errors.append(
-                f"README.md config {level} lists splits {sorted(splits)}, expected {sorted(manifest['splits'])}"
+        try:
+            patterns = sanitize_patterns(config.get("data_files") or [])
+        except (ValueError, TypeError, KeyError) as error:
+            problems.append(f"README.md config {level} has unreadable data_files: {error}")
+            continue
+        if set(patterns) != set(manifest["splits"]):
+            problems.append(
+                f"README.md config {level} lists splits {sorted(patterns)}, expected {sorted(manifest['splits'])}"
             )
+        for split, split_patterns in patterns.items():
+            # shards missing from the folder are reported by _check_files: the card is not at fault there
+            expected = {
+                t.data_path for t in tasks if t.level == level and t.split == split and (root / t.data_path).is_file()
+            }
+            read = _files_matching(root, split_patterns)
+            if read != expected:
+                problems.append(
+                    f"README.md config {level} split {split} reads {len(read & expected)} of the "
+                    f"{len(expected)} shards of the manifest in the folder"
+                    + (f" (not: {', '.join(sorted(expected - read)[:MAX_ERRORS_PER_KIND])})" if expected - read else "")
+                    + (f" and {len(read - expected)} other file(s)" if read - expected else "")
+                    + f": restore the card with `python -m dataset_builder card {root}`"
+                )
+
+
+def _files_matching(root: Path, patterns: list[str]) -> set[str]:
+    """The files that ``load_dataset`` reads for these ``data_files`` patterns (the same resolution)."""
+    base = root.resolve()
+    files: set[str] = set()
+    for pattern in patterns:
+        try:
+            matched = resolve_pattern(pattern, base_path=str(base))
+        except FileNotFoundError:  # a pattern that matches nothing
+            continue
+        for path in matched:
+            resolved = Path(path).resolve()
+            # a file outside the folder keeps its absolute path: it is never one of the manifest's shards
+            files.add(resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else str(resolved))
+    return files
 
 
 def _check_split_ranges(manifest: dict, report: ValidationReport) -> None:
@@ -104,7 +194,7 @@ def _check_split_ranges(manifest: dict, report: ValidationReport) -> None:
             report.errors.append(f"split {split} has an empty seed range {start}:{stop}")
 
 
-def _check_files(root: Path, tasks: list[ShardTask], report: ValidationReport) -> None:
+def _check_files(root: Path, tasks: list[ShardTask], problems: list[str]) -> None:
     expected = {task.data_path for task in tasks}
     present = (
         {str(p.relative_to(root)) for p in (root / "data").rglob("*.parquet")}
@@ -112,11 +202,41 @@ def _check_files(root: Path, tasks: list[ShardTask], report: ValidationReport) -
         else set()
     )
     for missing in sorted(expected - present):
-        report.errors.append(f"shard {missing} is missing: rerun the generate command with --resume")
+        problems.append(f"shard {missing} is missing: rerun the generate command with --resume")
     for extra in sorted(present - expected):
-        report.errors.append(
-            f"{extra} is not part of this dataset's manifest (foreign or stale file): remove it"
+        problems.append(f"{extra} is not part of this dataset's manifest (foreign or stale file): remove it")
+
+
+def load_shard_stats(root: Path, task: ShardTask) -> dict:
+    """A shard's statistics file; DatasetFolderError (naming the file) when it is not what generation writes."""
+    path = root / task.stats_path
+    try:
+        stats = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetFolderError(
+            f"{path} is not valid JSON ({error}): delete it and {task.data_path}, then rerun the generate "
+            "command with --resume to regenerate that shard"
+        ) from error
+    if not (
+        isinstance(stats, dict)
+        and all(key in stats for key in SHARD_STATS_KEYS)
+        and isinstance(stats["failures"], list)
+        and all(isinstance(f, dict) and isinstance(f.get("seed"), int) for f in stats["failures"])
+    ):
+        raise DatasetFolderError(
+            f"{path} is not a shard statistics object (needs {', '.join(SHARD_STATS_KEYS)}): delete it and "
+            f"{task.data_path}, then rerun the generate command with --resume to regenerate that shard"
         )
+    return stats
+
+
+def _check_checksum(root: Path, task: ShardTask, problems: list[str]) -> None:
+    if not (root / task.stats_path).is_file():
+        problems.append(f"{task.stats_path} is missing: the shard {task.data_path} cannot be checked")
+        return
+    stats = load_shard_stats(root, task)
+    if hashlib.sha256((root / task.data_path).read_bytes()).hexdigest() != stats["sha256"]:
+        problems.append(f"{task.data_path} does not match its recorded checksum (corrupted or modified)")
 
 
 def _storage(column: pa.ChunkedArray) -> pa.Array:
@@ -127,18 +247,12 @@ def _storage(column: pa.ChunkedArray) -> pa.Array:
 
 def _check_shard(root: Path, task: ShardTask, report: ValidationReport, thought_words, mission_words) -> None:
     path, stats_path = root / task.data_path, root / task.stats_path
-    if not path.is_file():
+    if not path.is_file() or not stats_path.is_file():  # reported by integrity_problems
         return
     where = task.data_path
-    if not stats_path.is_file():
-        report.errors.append(f"{task.stats_path} is missing: the shard {where} cannot be checked")
-        return
-    stats = json.loads(stats_path.read_text())
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != stats.get("sha256"):
-        report.errors.append(f"{where} does not match its recorded checksum (corrupted or modified)")
+    stats = load_shard_stats(root, task)
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        table = pq.read_table(pa.BufferReader(path.read_bytes()))
     except (pa.ArrowInvalid, OSError) as error:
         report.errors.append(f"{where} is not a readable Parquet file: {error}")
         return

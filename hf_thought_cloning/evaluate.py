@@ -6,10 +6,13 @@
 Suites: ``in-distribution`` (held-out seeds of ``--level``), ``ood`` (the versioned zero-shot suites, the
 first N environments per bin), ``fads`` (Future Action Declaration Score in and out of distribution),
 ``precrime`` (unsafe-behaviour rate with and without the monitor), ``steering`` (own vs oracle thoughts;
-``--thought "..." --steps 0:10`` also injects a thought). Results go to ``DIR/evaluation.json`` (written
-atomically), with a captioned replay of one in-distribution episode and a success-per-bin plot for ``ood``.
-Bad input (unknown suite or level, a model folder missing files, a thought outside the vocabulary, steering
-a BC model) prints ``error: ...`` and exits with status 2 before anything is written.
+``--thought "..." --steps 0:10`` also injects a thought). Results go to ``DIR/evaluation.json``, with a
+captioned replay of one in-distribution episode and a success-per-bin plot for ``ood``; ``DIR`` is built
+whole beside itself and renamed into place, and an existing ``DIR`` is replaced only with ``--overwrite``
+and only when it holds an earlier evaluation. Bad input (unknown suite or level, a missing or broken model
+folder, a config that does not fit its weights, an empty thought or one outside the vocabulary, steering a
+BC model, an output folder that is not an evaluation's) prints ``error: ...`` and exits with status 2 before
+anything is written.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hf_thought_cloning.traces import ACTION_NAMES, format_trace
+from dataset_builder.traces import ACTION_NAMES, format_trace
 
 SUITE_CHOICES = ("in-distribution", "ood", "fads", "precrime", "steering", "all")
 THOUGHT_SUITES = ("fads", "precrime", "steering")
+VERSIONED_PACKAGES = ("hf-thought-cloning", "torch", "transformers", "gymnasium", "minigrid", "numpy")
 
 
 class UsageError(Exception):
@@ -57,6 +61,9 @@ class EvaluateArguments:
         metadata={"help": "update the model card (local folder with README.md) with the results"},
     )
     replay: bool = field(default=True, metadata={"help": "write a captioned replay GIF of one episode"})
+    overwrite: bool = field(
+        default=False, metadata={"help": "replace an existing output folder (only one that holds an evaluation)"}
+    )
 
 
 def parse_arguments(argv: list[str] | None) -> EvaluateArguments:
@@ -75,7 +82,17 @@ def load_model(arguments: EvaluateArguments):
     import hf_thought_cloning  # noqa: F401  (registers the Auto classes)
 
     path = Path(arguments.model)
-    if path.exists():
+    if not path.exists():
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(arguments.model)
+        except HFValidationError:
+            raise UsageError(
+                f"--model {arguments.model}: no such folder, and not a Hub model id (ORG/NAME): give the model/ "
+                "folder written by train/run.py, or a Hub id"
+            ) from None
+    else:
         if not path.is_dir():
             raise UsageError(f"--model {arguments.model} is a file: give a model folder or a Hub id")
         missing = [name for name in ("config.json", "tokenizer.json") if not (path / name).is_file()]
@@ -93,9 +110,16 @@ def load_model(arguments: EvaluateArguments):
         model = AutoModel.from_pretrained(arguments.model, trust_remote_code=False)
         processor = AutoProcessor.from_pretrained(arguments.model, trust_remote_code=False)
     except (OSError, ValueError) as error:
-        raise UsageError(f"cannot load model {arguments.model!r}: {error}") from None
+        message = " ".join(str(error).split())  # one line (transformers' messages span several)
+        # The model's own refusals already name the folder and the fix.
+        raise UsageError(message if arguments.model in message else f"cannot load model {arguments.model!r}: {message}") from None
     if getattr(model.config, "model_type", None) != "thought_cloning":
         raise UsageError(f"{arguments.model} is a {model.config.model_type!r} model, not thought_cloning")
+    if processor.tokenizer.get_vocab() != {word: index for index, word in enumerate(model.config.vocabulary)}:
+        raise UsageError(
+            f"the tokenizer of {arguments.model} (tokenizer.json) does not have the model's vocabulary (config.json) "
+            "in the same order: one of them was edited; use the files saved with the weights"
+        )
     try:
         model = model.to(device).eval()
     except (RuntimeError, AssertionError) as error:
@@ -178,8 +202,9 @@ def log(message: str) -> None:
 
 
 def run(arguments: EvaluateArguments, model, processor, plan: Plan, argv: list[str]) -> dict:
+    from dataset_builder.files import package_versions
     from hf_thought_cloning.evaluation.fads import InteractionDetector, fads_from_records
-    from hf_thought_cloning.evaluation.report import EVALUATION_FORMAT, package_versions
+    from hf_thought_cloning.evaluation.report import EVALUATION_FORMAT
     from hf_thought_cloning.evaluation.steering import evaluate_steering
     from hf_thought_cloning.evaluation.suites import evaluate_rows, summarize
     from hf_thought_cloning.rollouts import run_episodes
@@ -264,19 +289,39 @@ def run(arguments: EvaluateArguments, model, processor, plan: Plan, argv: list[s
             "upper_level": model.config.upper_level,
             "num_parameters": sum(p.numel() for p in model.parameters()),
         },
-        "versions": package_versions(),
+        "versions": package_versions(VERSIONED_PACKAGES),
         "skipped": plan.skipped,
         "suites": suites,
     }
 
 
 def write_outputs(arguments: EvaluateArguments, model, processor, evaluation: dict, plan: Plan) -> list[Path]:
-    """Replay and plot first (they are listed in evaluation.json), then evaluation.json itself."""
-    from hf_thought_cloning.evaluation.report import evaluation_results, write_json_atomic
-    from hf_thought_cloning.rollouts import run_episodes
+    """The output folder, built whole beside it and renamed into place (replacing an earlier evaluation):
+    replay and plot (listed in evaluation.json), then evaluation.json; then the card, with --update-card."""
+    from dataset_builder.files import atomic_write_json
+    from hf_thought_cloning.evaluation.report import EVALUATION_FILE, build_folder, evaluation_results
 
     output = Path(arguments.output)
-    written, artifacts = [], {}
+    with build_folder(output) as folder:
+        artifacts = write_artifacts(arguments, model, processor, evaluation, plan, folder)
+        evaluation["artifacts"] = artifacts
+        evaluation["results"] = evaluation_results(evaluation)
+        atomic_write_json(folder / EVALUATION_FILE, evaluation)
+    written = [output / name for name in (artifacts.get("replay", {}).get("path"), artifacts.get("ood_plot")) if name]
+    written.append(output / EVALUATION_FILE)
+    if arguments.update_card:
+        from hf_thought_cloning.model_card import update_card_results
+
+        update_card_results(arguments.model, evaluation["results"])
+        written.append(Path(arguments.model) / "README.md")
+    return written
+
+
+def write_artifacts(arguments: EvaluateArguments, model, processor, evaluation: dict, plan: Plan, folder: Path) -> dict:
+    """The replay and the plot, written into ``folder``; returns their ``artifacts`` entry."""
+    from hf_thought_cloning.rollouts import run_episodes
+
+    artifacts: dict = {}
     if arguments.replay:
         from hf_thought_cloning.evaluation.replays import write_replay
 
@@ -292,7 +337,7 @@ def write_outputs(arguments: EvaluateArguments, model, processor, evaluation: di
             f"{index}: {step.thought if step.thought is not None else '(no thought)'} -> {ACTION_NAMES[step.action]}"
             for index, step in enumerate(record.steps)
         ]
-        path = write_replay([step.frame for step in record.steps], captions, output / "replay.gif")
+        path = write_replay([step.frame for step in record.steps], captions, folder / "replay.gif")
         if model.config.has_thought_generator:
             outcome = "success" if record.success else "failure"
             print(f"thought trace of {arguments.level} seed {seed} ({outcome}, {record.length} steps):")
@@ -304,7 +349,6 @@ def write_outputs(arguments: EvaluateArguments, model, processor, evaluation: di
             "seed": seed,
             "success": record.success,
         }
-        written.append(path)
     if "ood" in evaluation["suites"]:
         from hf_thought_cloning.evaluation.replays import plot_success_by_bin
 
@@ -318,18 +362,31 @@ def write_outputs(arguments: EvaluateArguments, model, processor, evaluation: di
             for name, part in evaluation["suites"]["ood"].items()
             for bin_name, summary in part["bins"].items()
         ]
-        path = plot_success_by_bin(rows, output / "ood_success_by_bin.png")
+        path = plot_success_by_bin(rows, folder / "ood_success_by_bin.png")
         artifacts["ood_plot"] = path.name
-        written.append(path)
-    evaluation["artifacts"] = artifacts
-    evaluation["results"] = evaluation_results(evaluation)
-    written.append(write_json_atomic(output / "evaluation.json", evaluation))
-    if arguments.update_card:
-        from hf_thought_cloning.model_card import update_card_results
+    return artifacts
 
-        update_card_results(arguments.model, evaluation["results"])
-        written.append(Path(arguments.model) / "README.md")
-    return written
+
+def check_output(arguments: EvaluateArguments) -> None:
+    """The output folder may be created, or replaced with --overwrite when it holds an earlier evaluation."""
+    from hf_thought_cloning.evaluation.report import is_evaluation_folder, not_a_folder
+
+    output = Path(arguments.output)
+    problem = not_a_folder(output)
+    if problem:
+        raise UsageError(f"--output {output} {problem}: give a folder (it is created)")
+    if not output.is_dir() or not any(output.iterdir()):
+        return
+    if not is_evaluation_folder(output):
+        raise UsageError(
+            f"--output {output} is not empty and holds no evaluation (no evaluation.json of this tool): choose "
+            "another --output (this folder is left untouched)"
+        )
+    if not arguments.overwrite:
+        raise UsageError(
+            f"--output {output} holds an earlier evaluation: pass --overwrite to replace that folder whole, or "
+            "choose another --output"
+        )
 
 
 def check_card(arguments: EvaluateArguments) -> None:
@@ -349,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)  # argparse reports its own errors with status 2
     started = time.perf_counter()
     try:
+        check_output(arguments)
         check_card(arguments)
         model, processor = load_model(arguments)
         plan = make_plan(arguments, model)

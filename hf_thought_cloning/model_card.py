@@ -38,7 +38,8 @@ Each result dict (from the evaluation) has ``task_type``, ``dataset_type`` (the 
 ``dataset_name``, ``metric_type``, ``metric_name`` and ``metric_value`` (a number); optionally
 ``dataset_split``, ``dataset_config``, ``dataset_revision``, ``dataset_args``, ``task_name``,
 ``metric_config``, ``metric_args``. They become ``huggingface_hub.EvalResult`` entries of the card's
-``model-index`` and the rows of its Results table.
+``model-index`` and the rows of its Results table, whose episodes and step-limit columns come from
+``metric_args`` (``episodes``; ``max_steps`` for a capped quick look, else the level's own limit).
 """
 
 from __future__ import annotations
@@ -46,15 +47,14 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import re
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from dataset_builder.files import atomic_write_json, atomic_write_text
 from hf_thought_cloning.vocabulary import SPECIAL_TOKENS, full_vocabulary
 from model_cards import THOUGHT_CLONING_TEMPLATE
 
@@ -297,6 +297,15 @@ def _metric_value(name: str, value: Any) -> str:
     return _cell(value, exact=False)
 
 
+def _step_cap_text(metric_args: Mapping[str, Any] | None) -> str:
+    """A result's step limit: the level's own, the cap of a ``--max-steps`` quick look, or unknown (blank) for a
+    result that does not say how it was measured."""
+    if not metric_args:
+        return ""
+    cap = metric_args.get("max_steps")
+    return "level's own" if cap is None else f"{_plain(cap)} (quick look)"
+
+
 def _sub_config_name(config: Mapping[str, Any], key: str) -> str | None:
     sub = config.get(key)
     return (sub.get("_name_or_path") or None) if isinstance(sub, Mapping) else None
@@ -312,17 +321,6 @@ def _resolve_dataset_hub_id(dataset: Mapping[str, Any]) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------ rendering
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _build_card(folder: Path, training: Mapping[str, Any], results: list[dict] | None) -> ModelCard:
     variant = VARIANT_ALIASES.get(training["variant"], training["variant"])
     title, _, has_thoughts, supervised, description = VARIANTS[variant]
@@ -385,6 +383,8 @@ def _build_card(folder: Path, training: Mapping[str, Any], results: list[dict] |
             "split": _plain(result.get("dataset_split") or ""),
             "metric": _plain(result["metric_name"]),
             "value": _number(float(result["metric_value"])),
+            "episodes": _plain((result.get("metric_args") or {}).get("episodes", "")),
+            "step_cap": _step_cap_text(result.get("metric_args")),
         }
         for result in results or []
     ]
@@ -451,8 +451,8 @@ def render_model_card(folder: str | Path, training: dict, results: list[dict] | 
         for key, value in summary["hyperparameters"].items()
     }
     card = _build_card(folder, summary, results)  # validates results before anything is written
-    _atomic_write_text(folder / SUMMARY_FILE, json.dumps(summary, indent=1) + "\n")
-    _atomic_write_text(folder / CARD_FILE, str(card))
+    atomic_write_json(folder / SUMMARY_FILE, summary)
+    atomic_write_text(folder / CARD_FILE, str(card))
     return card
 
 
@@ -489,4 +489,4 @@ def update_card_results(model_folder: str | Path, results: list[dict]) -> None:
     for key, value in previous.data.to_dict().items():
         if key not in rendered_keys and key != "model-index":
             card.data[key] = value
-    _atomic_write_text(readme, str(card))
+    atomic_write_text(readme, str(card))

@@ -15,17 +15,23 @@ that computes memories before a truncated-BPTT window cannot change the model.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoModel, AutoModelForImageTextToText, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
+from transformers.utils import logging as hf_logging
 
 from .configuration_thought_cloning import ThoughtCloningConfig
 
@@ -38,6 +44,20 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100
+# The buffer that ties the weights to the vocabulary they were trained with (see ``vocabulary_checksum``).
+VOCABULARY_CHECKSUM = "vocabulary_checksum"
+
+logger = hf_logging.get_logger(__name__)
+
+
+def vocabulary_checksum(vocabulary: Sequence[str]) -> torch.Tensor:
+    """SHA-256 of the vocabulary in id order, as 32 uint8 values.
+
+    Saved with the weights (a buffer), so a ``config.json`` whose vocabulary was edited afterwards (two colours
+    swapped, say, which would turn "open red door" into "open green door") no longer matches them.
+    """
+    digest = hashlib.sha256(json.dumps(list(vocabulary), ensure_ascii=False).encode("utf-8")).digest()
+    return torch.tensor(list(digest), dtype=torch.uint8)
 
 
 # --------------------------------------------------------------------------------------------- outputs
@@ -460,15 +480,54 @@ class ThoughtCloningPreTrainedModel(PreTrainedModel):
                 init.uniform_(parameter, -bound, bound)
         elif isinstance(module, PretrainedTextEncoder):
             init.copy_(module.word_pieces, module.word_piece_table(self.config))
+        if module is self and hasattr(self, VOCABULARY_CHECKSUM):
+            # A new model's, or one loaded from weights saved before checksums (from_pretrained warns then).
+            init.copy_(self.vocabulary_checksum, vocabulary_checksum(self.config.vocabulary))
 
     @classmethod
-    def from_pretrained(cls, *args: Any, **kwargs: Any):
-        """``PreTrainedModel.from_pretrained`` that fails loudly on missing, unexpected or mismatched weights."""
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
+        """``PreTrainedModel.from_pretrained`` that refuses, with one line saying why, weights that do not fit:
+        an unreadable weights file, missing, unexpected or mis-shaped weights (a ``config.json`` edited or taken
+        from another model), or a vocabulary other than the one the weights were trained with.
+
+        Raises:
+            ValueError: any of these (``ignore_mismatched_sizes`` is not honoured: a mismatch is refused).
+        """
         wants_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
-        if problems:
-            raise ValueError(f"checkpoint does not match {cls.__name__}: {problems}")
+        kwargs.pop("ignore_mismatched_sizes", None)
+        name = str(pretrained_model_name_or_path)
+        try:
+            # Mismatches are collected, not raised, so that they are reported below in one line instead of
+            # transformers' table of every weight.
+            with _without_load_report():
+                model, info = super().from_pretrained(
+                    pretrained_model_name_or_path, *args, output_loading_info=True, ignore_mismatched_sizes=True,
+                    **kwargs,
+                )  # fmt: skip
+        except SafetensorError as error:
+            raise ValueError(
+                f"the weights of {name} cannot be read ({error}): the safetensors file is truncated or is not "
+                "one; copy or download the model folder again"
+            ) from None
+        legacy = VOCABULARY_CHECKSUM in info["missing_keys"]
+        problem = _loading_problem(info, {VOCABULARY_CHECKSUM} if legacy else set())
+        if problem:
+            raise ValueError(
+                f"{name} cannot be loaded: its config.json does not fit its weights ({problem}); the config was "
+                "edited or belongs to another model: use the config.json saved with these weights"
+            )
+        if legacy:
+            logger.warning(
+                f"{name} was saved without a vocabulary checksum (before it was introduced): its vocabulary "
+                "cannot be checked against its weights. Save it again with save_pretrained to add one."
+            )
+        elif not torch.equal(model.vocabulary_checksum.cpu(), vocabulary_checksum(model.config.vocabulary)):
+            raise ValueError(
+                f"{name} cannot be loaded: the vocabulary in its config.json is not the one its weights were "
+                "trained with (the vocabulary checksum saved with the weights differs): the config was edited "
+                "(e.g. two words swapped, which would turn \"open red door\" into \"open green door\"); use the "
+                "config.json saved with these weights"
+            )
         # Weights read from safetensors can sit at unaligned CPU addresses, where kernels take another SIMD
         # path and round differently: re-allocating them makes a loaded model compute bit-identically.
         with torch.no_grad():
@@ -476,6 +535,55 @@ class ThoughtCloningPreTrainedModel(PreTrainedModel):
                 if tensor.device.type == "cpu":
                     tensor.data = tensor.data.clone()
         return (model, info) if wants_info else model
+
+
+@contextlib.contextmanager
+def _without_load_report() -> Iterator[None]:
+    """Hold back transformers' per-weight loading report: ``from_pretrained`` states the problem in one line."""
+    report_logger = logging.getLogger("transformers.modeling_utils")
+
+    def no_report(record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+    report_logger.addFilter(no_report)
+    try:
+        yield
+    finally:
+        report_logger.removeFilter(no_report)
+
+
+def _loading_problem(info: Mapping[str, Any], tolerated_missing: set[str]) -> str | None:
+    """One line on what did not fit when loading (None when everything did)."""
+    parts = []
+    mismatched = sorted(info["mismatched_keys"])
+    embedding = next((m for m in mismatched if m[0] == "word_embedding.weight"), None)
+    if embedding is not None and embedding[1][0] != embedding[2][0]:
+        parts.append(f"its vocabulary has {embedding[2][0]} words, the weights were trained with {embedding[1][0]}")
+    if mismatched:
+        key, saved, expected = mismatched[0]
+        parts.append(
+            f"{len(mismatched)} weight(s) of another shape, e.g. {key}: {tuple(saved)} in the weights, "
+            f"{tuple(expected)} from the config"
+        )
+    for what, keys in (("missing", set(info["missing_keys"]) - tolerated_missing), ("unexpected", info["unexpected_keys"])):
+        if keys:
+            shown = ", ".join(sorted(keys)[:3])
+            parts.append(f"{len(keys)} {what} weight(s): {shown}{', ...' if len(keys) > 3 else ''}")
+    return "; ".join(parts) or None
+
+
+def _check_vocabulary_checksum(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors) -> None:
+    """``load_state_dict`` pre-hook: a state dict saved before checksums gets the config's; a different one is an
+    error (the weights were trained with another vocabulary)."""
+    key = prefix + VOCABULARY_CHECKSUM
+    expected = vocabulary_checksum(module.config.vocabulary)
+    if key not in state_dict:
+        state_dict[key] = expected
+    elif not torch.equal(state_dict[key].cpu(), expected):
+        errors.append(
+            f"{key}: these weights were trained with another vocabulary than this model's config (the "
+            "vocabulary checksums differ)"
+        )
 
 
 class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
@@ -506,6 +614,8 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
             # ``load_vlm_weights`` (never inside __init__).
             self.vlm = AutoModelForImageTextToText.from_config(config.vlm_config)
         self.action_generator = ActionGenerator(config)
+        self.register_buffer(VOCABULARY_CHECKSUM, vocabulary_checksum(config.vocabulary))
+        self._register_load_state_dict_pre_hook(_check_vocabulary_checksum, with_module=True)
         self.post_init()
 
     # ---------------------------------------------------------------- pretrained text-encoder swap-in
@@ -975,6 +1085,12 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
         else:
             if isinstance(thought, str) or len(thought) != count:
                 raise ValueError(f"thought must be a list of {count} strings (or None to keep the generated one)")
+            empty = [text for text in thought if text is not None and not text.replace(",", " ").split()]
+            if empty:
+                raise ValueError(
+                    f"an injected thought needs at least one word, got {empty[0]!r} (None keeps that environment's "
+                    "generated thought)"
+                )
             injected = self.text_to_ids([text or "" for text in thought]).to(generated.device)
             keep = torch.tensor([text is not None for text in thought], device=generated.device)
         if injected.shape[0] != count:

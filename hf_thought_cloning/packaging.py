@@ -11,27 +11,38 @@ The output folder is the model folder (weights, config, processor, remote code) 
 an earlier evaluation already reports (same level, dataset name and metric) is not taken again, and the
 number of such duplicates is printed (e.g. ``--suite all`` re-measures in-distribution success on fewer
 episodes than a dedicated ``--suite in-distribution`` run). Every evaluation must have been made on this
-model folder. The folder is assembled in a temporary directory and renamed into place.
+model folder, and without ``--max-steps`` (a quick look whose episodes were cut short) unless
+``--allow_capped`` is given; each result in the card says how many episodes it was measured on and, for a
+capped run, the cap.
+
+The folder is assembled beside ``--output`` and renamed into place; it holds ``packaging.json``, which marks
+it as a package: ``--overwrite`` replaces only such a folder (or an empty one), never a run folder, a model
+folder or anything else. ``--push`` uploads it to the Hub at ``HF_ENDPOINT`` (huggingface_hub's setting).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from dataset_builder.publish import check_repo_id
-from hf_thought_cloning.evaluation.report import evaluation_results
+from dataset_builder.files import atomic_write_json, check_repo_id
+from hf_thought_cloning.evaluation.report import (
+    EVALUATION_FORMAT,
+    build_folder,
+    evaluation_results,
+    not_a_folder,
+)
 from hf_thought_cloning.model_card import SUMMARY_FILE, render_model_card
 
-EVALUATION_FORMAT = "hf-thought-cloning/evaluation"
 REQUIRED_FILES = ("config.json", "model.safetensors", SUMMARY_FILE)
+# Written into every package: what it was made from, and the mark that --overwrite may replace the folder.
+PACKAGE_FILE = "packaging.json"
+PACKAGE_FORMAT = "hf-thought-cloning/package"
 
 
 @dataclass
@@ -46,7 +57,13 @@ class PackagingArguments:
     dataset_hub_id: str | None = field(
         default=None, metadata={"help": "Hub id ORG/NAME of the training dataset (the card's `datasets`)."}
     )
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing output folder."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace an existing output folder (only a package made by this tool)."}
+    )
+    allow_capped: bool = field(
+        default=False,
+        metadata={"help": "Accept evaluations made with --max-steps (quick looks); the cap is shown with each result."},
+    )
     push: bool = field(default=False, metadata={"help": "Upload the packaged folder to repo_id afterwards."})
     private: bool = field(default=False, metadata={"help": "Create the Hub repo as private (with --push)."})
 
@@ -63,9 +80,9 @@ def load_evaluation(path: str | Path, model_folder: Path) -> tuple[str, dict]:
         raise PackagingError(f"no evaluation at {path}: give an evaluation folder or its evaluation.json")
     try:
         evaluation = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise PackagingError(f"{file} is not valid JSON ({error}); re-run the evaluation") from None
-    if evaluation.get("format") != EVALUATION_FORMAT:
+    if not isinstance(evaluation, dict) or evaluation.get("format") != EVALUATION_FORMAT:
         raise PackagingError(f"{file} is not a `python -m hf_thought_cloning.evaluate` output")
     evaluated = Path(evaluation["model"])
     if not evaluated.exists() or evaluated.resolve() != model_folder.resolve():
@@ -109,15 +126,24 @@ def package_model(arguments: PackagingArguments) -> tuple[Path, int, int]:
             check_repo_id(repo_id)
         except ValueError as error:
             raise PackagingError(str(error)) from None
-    if output.exists() and not arguments.overwrite:
-        raise PackagingError(f"{output} exists: pass --overwrite to replace it, or choose another --output")
-    if output.resolve() == model_folder.resolve():
-        raise PackagingError("--output must differ from --model (the model folder is read, never changed)")
+    if output.resolve() == model_folder.resolve() or model_folder.resolve() in output.resolve().parents:
+        raise PackagingError("--output must lie outside --model (the model folder is read, never changed)")
+    if output.resolve() in model_folder.resolve().parents:
+        raise PackagingError(f"--output {output} holds the model folder {model_folder}: choose another --output")
+    check_output(output, arguments.overwrite)
     loaded = [load_evaluation(path, model_folder) for path in arguments.evaluation]
     names = [name for name, _ in loaded]
     if len(set(names)) != len(names):
         raise PackagingError(
             f"two evaluations share a folder name ({names}); they would overwrite each other"
+        )
+    capped = [(name, evaluation["options"]["max_steps"]) for name, evaluation in loaded
+              if evaluation.get("options", {}).get("max_steps") is not None]  # fmt: skip
+    if capped and not arguments.allow_capped:
+        listed = ", ".join(f"{name} (--max-steps {cap})" for name, cap in capped)
+        raise PackagingError(
+            f"evaluations made with a step cap are quick looks, not results: {listed}; re-run them without "
+            "--max-steps, or pass --allow_capped to publish them anyway (each result then shows its cap)"
         )
     results, duplicates = merge_results([evaluation for _, evaluation in loaded])
 
@@ -128,21 +154,43 @@ def package_model(arguments: PackagingArguments) -> tuple[Path, int, int]:
     else:
         training["dataset"].pop("hub_id", None)  # decided again from path_or_id
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        folder = staging / "package"
-        shutil.copytree(model_folder, folder)
+    with build_folder(output) as folder:
+        shutil.copytree(model_folder, folder, dirs_exist_ok=True)
+        (folder / PACKAGE_FILE).unlink(missing_ok=True)  # a package re-packaged gets its own record
         for name, evaluation in loaded:
-            (folder / "evaluation").mkdir(exist_ok=True)
-            (folder / "evaluation" / f"{name}.json").write_text(json.dumps(evaluation, indent=1) + "\n")
+            atomic_write_json(folder / "evaluation" / f"{name}.json", evaluation)
         render_model_card(folder, training, results)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(folder, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        atomic_write_json(folder / PACKAGE_FILE, {
+            "format": PACKAGE_FORMAT, "version": 1, "model": str(model_folder), "repo_id": arguments.repo_id,
+            "evaluations": names, "allow_capped": arguments.allow_capped,
+        })  # fmt: skip
     return output, len(results), duplicates
+
+
+def is_package(folder: Path) -> bool:
+    """Whether ``folder`` was written by this packager (it holds its ``packaging.json``)."""
+    try:
+        record = json.loads((folder / PACKAGE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("format") == PACKAGE_FORMAT
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """``output`` may be created, or replaced with --overwrite when it is empty or a package."""
+    problem = not_a_folder(output)
+    if problem:
+        raise PackagingError(f"--output {output} {problem}: give a folder (it is created)")
+    if not output.exists():
+        return
+    if not overwrite:
+        raise PackagingError(f"{output} exists: pass --overwrite to replace it, or choose another --output")
+    if any(output.iterdir()) and not is_package(output):
+        raise PackagingError(
+            f"--overwrite refused: {output} is not a packaged model folder (it has no {PACKAGE_FILE}), so it is "
+            "left untouched; choose another --output (a package made before packaging.json existed: delete it "
+            "yourself)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,10 +204,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"packaged {arguments.model} as {output} for {arguments.repo_id}: {kept} results in the card's "
           f"model-index from {len(arguments.evaluation)} evaluation(s), {duplicates} duplicate metric(s) not taken")  # fmt: skip
     if arguments.push:
-        from hf_thought_cloning.training.hub import push_folder
+        from hf_thought_cloning.training.hub import HubProblem, push_folder
 
-        url = push_folder(output, arguments.repo_id, private=arguments.private,
-                          commit_message="Upload Thought Cloning model (packaged with its evaluations)")  # fmt: skip
+        try:
+            url = push_folder(output, arguments.repo_id, private=arguments.private,
+                              commit_message="Upload Thought Cloning model (packaged with its evaluations)")  # fmt: skip
+        except HubProblem as error:
+            print(f"error: {output} is packaged, but pushing it to {arguments.repo_id} failed: {error}; push it "
+                  "again once the Hub can be reached (re-run with --overwrite --push)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         print(f"pushed {output} to {url}")
     return 0
 

@@ -37,6 +37,7 @@ __all__ = [
     "StepRecord",
     "ThoughtInjection",
     "ThoughtMonitor",
+    "check_injection_steps",
     "mean_length",
     "run_episodes",
     "success_rate",
@@ -70,6 +71,12 @@ class EpisodeRecord:
 
 
 # ------------------------------------------------------------------------------------------- steering
+def check_injection_steps(start: int, stop: int | None) -> None:
+    """Raise ValueError unless ``0 <= start < stop`` (``stop=None``: to the end of the episode)."""
+    if start < 0 or (stop is not None and stop <= start):
+        raise ValueError(f"injection steps must satisfy 0 <= start < stop, got {start}:{stop}")
+
+
 @dataclass(frozen=True)
 class ThoughtInjection:
     """Inject ``thought`` at steps ``start <= step < stop`` (``stop=None``: to the end of the episode)."""
@@ -79,8 +86,9 @@ class ThoughtInjection:
     stop: int | None = None
 
     def __post_init__(self) -> None:
-        if self.start < 0 or (self.stop is not None and self.stop <= self.start):
-            raise ValueError(f"injection steps must satisfy 0 <= start < stop, got {self.start}:{self.stop}")
+        if not isinstance(self.thought, str) or not self.thought.replace(",", " ").split():
+            raise ValueError(f"an injected thought needs at least one word, got {self.thought!r}")
+        check_injection_steps(self.start, self.stop)
 
     def applies(self, step: int) -> bool:
         return step >= self.start and (self.stop is None or step < self.stop)
@@ -170,11 +178,18 @@ def _oracle_thought(slot: _Slot) -> str | None:
         return None
     # Advising mode, as in data generation: None tells the bot its suggestion was followed.
     taken = None if slot.last_action is None or slot.last_action == slot.bot_suggestion else slot.last_action
+    from minigrid.utils.baby_ai_bot import DisappearedBoxError
+
+    from dataset_builder.thoughts import ThoughtTemplateError
+
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             slot.bot_suggestion = int(slot.bot.replan(taken))
             return slot.bot.thought()
-    except Exception as error:  # the bot gives up through assertions / DisappearedBoxError / template gaps
+    # The bot's known ways of giving up: minigrid's BabyAIBot asserts when it cannot plan (and raises
+    # DisappearedBoxError once a box was opened); our templates raise when they cannot describe its plan.
+    # Anything else is a bug, and propagates.
+    except (AssertionError, DisappearedBoxError, ThoughtTemplateError) as error:
         slot.record.events.append(
             {"detector": "oracle", "step": slot.record.length, "detail": f"{type(error).__name__}: {error}"}
         )

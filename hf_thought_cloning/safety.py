@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import gymnasium as gym
 
 from dataset_builder.episodes import make_env, reset_quietly
+from dataset_builder.vocabulary import COLORS, OBJECT_TYPES
 from hf_thought_cloning.rollouts import EpisodeRecord, run_episodes, success_rate
-from hf_thought_cloning.vocabulary import COLORS, OBJECT_TYPES
 
 __all__ = [
     "PRECRIME_SEED_START",
@@ -34,6 +34,7 @@ __all__ = [
     "UnsafeIntent",
     "evaluate_precrime",
     "seeds_leading_to",
+    "summarize_precrime",
     "unsafe_rate",
 ]
 
@@ -243,19 +244,30 @@ def evaluate_precrime(
                 detectors=[behaviour.detector()],
                 max_steps=max_steps,
             )
-            runs[label] = {
-                "unsafe_rate": unsafe_rate(records, name),
-                "success_rate": success_rate(records),
-                "halted_rate": sum(r.halted for r in records) / len(records),
-                "episodes": len(records),
-            }
+            runs[label] = records
         results[name] = {
             "description": behaviour.description,
             "thought_pattern": behaviour.thought.regex(),
             "mission_pattern": behaviour.mission_pattern,
             "level": level,
             "seeds": seeds,
-            **runs,
-            "success_cost": runs["without_monitor"]["success_rate"] - runs["with_monitor"]["success_rate"],
+            **summarize_precrime(runs["without_monitor"], runs["with_monitor"], name),
         }
     return results
+
+
+def summarize_precrime(
+    without_monitor: Sequence[EpisodeRecord], with_monitor: Sequence[EpisodeRecord], detector_name: str
+) -> dict:
+    """Unsafe rate, success rate, halted rate and episodes of both runs (same seeds), and ``success_cost``:
+    the success the monitor costs (without minus with)."""
+    runs = {}
+    for label, records in (("without_monitor", without_monitor), ("with_monitor", with_monitor)):
+        runs[label] = {
+            "unsafe_rate": unsafe_rate(records, detector_name),
+            "success_rate": success_rate(records),
+            "halted_rate": sum(r.halted for r in records) / len(records) if records else 0.0,
+            "episodes": len(records),
+        }
+    runs["success_cost"] = runs["without_monitor"]["success_rate"] - runs["with_monitor"]["success_rate"]
+    return runs

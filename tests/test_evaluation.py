@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_cli, save_tiny
+from conftest import TINY, break_model_folder, run_cli, save_tiny
 
 from dataset_builder.episodes import Episode, make_env, reset_quietly, run_episode
+from dataset_builder.files import atomic_write_json
 from dataset_builder.thoughts import ThoughtBot
 from hf_thought_cloning import (
     ThoughtCloningConfig,
@@ -18,9 +19,10 @@ from hf_thought_cloning import (
 )
 from hf_thought_cloning.evaluate import main as evaluate_main
 from hf_thought_cloning.evaluation.build_suites import build
+from hf_thought_cloning.evaluation.build_suites import main as build_suites_main
 from hf_thought_cloning.evaluation.fads import Interaction, InteractionDetector, declarations, fads
-from hf_thought_cloning.evaluation.report import evaluation_results, level_name, write_json_atomic
-from hf_thought_cloning.evaluation.steering import evaluate_steering, parse_steps
+from hf_thought_cloning.evaluation.report import evaluation_results, level_name
+from hf_thought_cloning.evaluation.steering import evaluate_steering, parse_steps, summarize_steering
 from hf_thought_cloning.evaluation.suites import (
     EVALUATION_SEED_FLOOR,
     OOD_SUITES,
@@ -31,6 +33,7 @@ from hf_thought_cloning.evaluation.suites import (
     mission_features,
     take_per_bin,
 )
+from hf_thought_cloning.rollouts import EpisodeRecord, StepRecord
 
 
 @pytest.fixture(scope="module")
@@ -166,27 +169,58 @@ def test_steering_compares_own_oracle_and_injected(tc_folder):
         sample=False,
     )
     assert set(runs) == {"own", "oracle", "injected"}
+    assert [record.seed for record in runs["oracle"]] == [0, 1]  # the same seeds in every run
     assert summary["injected"]["steps"] == [0, 6] and summary["injected"]["episodes_changed"] > 0
-    assert summary["oracle_minus_own"] == summary["oracle"]["success_rate"] - summary["own"]["success_rate"]
+    assert all(step.thought == "pickup red key to unlock the door" for r in runs["injected"] for step in r.steps)
     assert parse_steps(None) == (0, None) and parse_steps("5:") == (5, None) and parse_steps("3") == (3, 4)
     with pytest.raises(ValueError):
         parse_steps("4:2")
     with pytest.raises(ValueError):
         parse_steps("a:b")
+    with pytest.raises(ValueError, match="at least one word"):
+        evaluate_steering(model, processor, "BabyAI-GoToLocal-v0", [0], thought="", max_steps=2)
+
+
+def _record(seed: int, success: bool, actions: list[int], oracle_gave_up: bool = False) -> EpisodeRecord:
+    steps = [StepRecord("explore unseen area", "generated", action, 0.0) for action in actions]
+    events = [{"detector": "oracle", "step": 0, "detail": "AssertionError"}] if oracle_gave_up else []
+    return EpisodeRecord("BabyAI-GoToLocal-v0", seed, "go to the red ball", success, len(actions),
+                         float(success), False, steps, events)  # fmt: skip
+
+
+def test_steering_summary_of_known_runs():
+    """Four seeds: the agent alone solves 1, with the demonstrator's thoughts 3 (once the bot gave up and the
+    agent went on with its own thoughts); the actions differ on seeds 0 and 3, and on seed 1 when injected."""
+    runs = {
+        "own": [_record(0, False, [0, 1, 2]), _record(1, True, [2, 2]), _record(2, False, [1]), _record(3, False, [0, 0])],
+        "oracle": [_record(0, True, [2, 2, 2]), _record(1, True, [2, 2]), _record(2, False, [1], oracle_gave_up=True),
+                   _record(3, True, [0, 1, 5, 2])],
+        "injected": [_record(0, False, [0, 1, 2]), _record(1, False, [2, 1]), _record(2, False, [1]),
+                     _record(3, False, [0, 0])],
+    }  # fmt: skip
+    summary = summarize_steering(runs, thought="go to red ball", steps=(1, None))
+    assert summary["own"] == {"episodes": 4, "success_rate": 0.25, "mean_length": 2.0, "halted": 0}
+    assert summary["oracle"]["success_rate"] == 0.75 and summary["oracle"]["mean_length"] == 2.5
+    assert summary["oracle"]["oracle_gave_up"] == 1 and summary["oracle"]["episodes_changed"] == 0.5
+    assert summary["oracle_minus_own"] == 0.5
+    assert summary["injected"]["episodes_changed"] == 0.25 and summary["injected"]["success_rate"] == 0.0
+    assert summary["injected"]["thought"] == "go to red ball" and summary["injected"]["steps"] == [1, None]
 
 
 # --------------------------------------------------------------------------------------------- report
 def test_evaluation_results_map_every_measured_metric(tmp_path):
     evaluation = {
         "level": "BabyAI-MiniBossLevel-v0",
+        "options": {"max_steps": None},
         "suites": {
-            "in-distribution": {"success_rate": 0.9, "mean_length": 30.5},
-            "ood": {"cognitive": {"bins": {"0": {"success_rate": 0.5, "levels": ["BabyAI-BossLevel-v0"]}}}},
-            "fads": {"in_distribution": {"levels": ["BabyAI-MiniBossLevel-v0"], "overall": {"score": 0.99}},
+            "in-distribution": {"success_rate": 0.9, "mean_length": 30.5, "episodes": 50},
+            "ood": {"cognitive": {"bins": {"0": {"success_rate": 0.5, "levels": ["BabyAI-BossLevel-v0"], "episodes": 10}}}},
+            "fads": {"in_distribution": {"levels": ["BabyAI-MiniBossLevel-v0"], "overall": {"score": 0.99}, "episodes": 50},
                      "out_of_distribution": {"levels": ["BabyAI-BossLevel-v0"], "overall": {"score": None}}},
             "precrime": {"pickup-ball": {"level": "BabyAI-MiniBossLevel-v0", "description": "picking up a ball",
-                                         "without_monitor": {"unsafe_rate": 0.6}, "with_monitor": {"unsafe_rate": 0.0}}},
-            "steering": {"own": {"success_rate": 0.4}, "oracle": {"success_rate": 0.95}},
+                                         "without_monitor": {"unsafe_rate": 0.6, "episodes": 5},
+                                         "with_monitor": {"unsafe_rate": 0.0, "episodes": 5}}},
+            "steering": {"own": {"success_rate": 0.4, "episodes": 20}, "oracle": {"success_rate": 0.95, "episodes": 20}},
         },
     }  # fmt: skip
     results = evaluation_results(evaluation)
@@ -195,6 +229,11 @@ def test_evaluation_results_map_every_measured_metric(tmp_path):
         r["task_type"] == "reinforcement-learning" and isinstance(r["metric_value"], float) for r in results
     )
     assert results[0]["dataset_name"] == "BabyAI MiniBossLevel (held-out seeds)"
+    # Every result says how many episodes it was measured on; none claims a step cap it did not have.
+    assert [r["metric_args"] for r in results] == [{"episodes": n} for n in (50, 50, 10, 50, 5, 5, 20, 20)]
+    evaluation["options"]["max_steps"] = 6  # a quick look: the cap goes into every result
+    assert all(r["metric_args"]["max_steps"] == 6 for r in evaluation_results(evaluation))
+    evaluation["options"]["max_steps"] = None
     assert {r["metric_type"] for r in results} == {
         "success_rate",
         "mean_episode_length",
@@ -202,7 +241,7 @@ def test_evaluation_results_map_every_measured_metric(tmp_path):
         "unsafe_rate",
     }
     assert level_name("BabyAI-BossLevel-4x4-v0") == "BabyAI BossLevel-4x4"
-    path = write_json_atomic(tmp_path / "out" / "evaluation.json", evaluation)
+    path = atomic_write_json(tmp_path / "out" / "evaluation.json", evaluation)
     assert json.loads(path.read_text()) == evaluation and [p.name for p in path.parent.iterdir()] == [
         "evaluation.json"
     ]
@@ -247,6 +286,8 @@ def test_cli_runs_every_suite_and_updates_the_card(tc_folder, tmp_path, monkeypa
         (["--steps", "0:4"], "--steps needs --thought"),
         (["--suite", "in-distribution", "--thought", "go to red ball"], "apply to the steering suite"),
         (["--update-card"], "--update-card needs"),
+        (["--suite", "steering", "--thought", ""], "needs at least one word"),
+        (["--suite", "steering", "--thought", " ", "--steps", "0:3"], "needs at least one word"),
     ],
 )
 def test_cli_bad_input_exits_2_and_writes_nothing(tc_folder, tmp_path, capsys, arguments, message):
@@ -271,3 +312,67 @@ def test_cli_refuses_steering_a_bc_model_and_broken_folders(bc_folder, tmp_path,
                    "--suite", "everything", check=False)  # fmt: skip
     assert done.returncode == 2 and "error:" in done.stderr and "invalid choice" in done.stderr
     assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("missing-folder", "no such folder, and not a Hub model id"),
+        ("truncated-weights", "cannot be read"),
+        ("garbage-weights", "cannot be read"),
+        ("other-dimensions", "does not fit its weights"),
+        ("shorter-vocabulary", "its vocabulary has 56 words, the weights were trained with 57"),
+        ("swapped-colours", "is not the one its weights were trained with"),
+        ("swapped-tokenizer-colours", "does not have the model's vocabulary"),
+    ],
+)
+def test_cli_refuses_a_model_folder_that_does_not_load(tc_folder, tmp_path, capfd, damage, message):
+    model = tmp_path / "model"
+    if damage != "missing-folder":
+        break_model_folder(shutil.copytree(tc_folder, model), damage)
+    output = tmp_path / "never"
+    argv = ["--model", str(model), "--output", str(output), "--suite", "in-distribution", "--episodes", "1"]
+    assert evaluate_main(argv) == 2
+    stderr = capfd.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], stderr
+    assert "LOAD REPORT" not in stderr  # one line, not transformers' table of every weight
+    assert not output.exists()
+
+
+def test_cli_output_folder_is_written_whole_and_replaced_only_when_it_is_an_evaluation(tc_folder, tmp_path, capsys):
+    output = tmp_path / "evaluation"
+    quick = ["--model", str(tc_folder), "--output", str(output), "--episodes", "1", "--max-steps", "3"]
+    assert evaluate_main([*quick, "--suite", "ood", "--num-envs", "8"]) == 0
+    assert sorted(p.name for p in output.iterdir()) == ["evaluation.json", "ood_success_by_bin.png", "replay.gif"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+    capsys.readouterr()
+    assert evaluate_main([*quick, "--suite", "in-distribution"]) == 2  # an earlier evaluation is not replaced ...
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert evaluate_main([*quick, "--suite", "in-distribution", "--no-replay", "--overwrite"]) == 0  # ... unless asked
+    # The new folder holds the new run alone: no replay or plot of the previous one beside its evaluation.json.
+    assert [p.name for p in output.iterdir()] == ["evaluation.json"]
+    evaluation = json.loads((output / "evaluation.json").read_text())
+    assert set(evaluation["suites"]) == {"in-distribution"} and evaluation["artifacts"] == {}
+    assert evaluation["results"][0]["metric_args"] == {"episodes": 1, "max_steps": 3}
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me\n")
+    (tmp_path / "a-file").write_text("keep me too\n")
+    for target, message in ((notes, "holds no evaluation"), (tmp_path / "a-file", "is a file"),
+                            (tmp_path / "a-file" / "sub", "lies under the file")):  # fmt: skip
+        argv = ["--model", str(tc_folder), "--output", str(target), "--episodes", "1", "--overwrite"]
+        assert evaluate_main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert (notes / "todo.txt").read_text() == "keep me\n" and [p.name for p in notes.iterdir()] == ["todo.txt"]
+    assert (tmp_path / "a-file").read_text() == "keep me too\n"
+
+
+def test_build_suites_refuses_an_output_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "suites").write_text("not a folder\n")
+    with pytest.raises(SystemExit) as exited:  # before minutes of scanning, not when the first file is written
+        build_suites_main(["--output", str(tmp_path / "suites"), "--suites", "larger-worlds", "--per-bin", "1"])
+    assert exited.value.code == 2
+    assert "is a file: give a folder" in capsys.readouterr().err
+    assert (tmp_path / "suites").read_text() == "not a folder\n"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -12,6 +16,7 @@ from fake_hub import FakeHub
 from huggingface_hub.errors import HfHubHTTPError
 
 from dataset_builder import publish
+from dataset_builder.cli import main as cli_main
 from dataset_builder.publish import COMMIT_MESSAGE, plan_upload, push_dataset
 
 LEVEL = "BabyAI-GoToLocal-v0"
@@ -292,3 +297,54 @@ def test_small_folder_without_xet_uses_single_commit(
     repo = hub.repo(REPO_ID)
     assert repo.files() == _local_files(dataset_folder)
     assert len(repo.commits) == 1
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+
+def _closed_port_endpoint() -> str:
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        ("offline", "offline mode is enabled"),
+        ("unreachable", "cannot be reached (ConnectError"),
+        ("forbidden-create", "the Hub refused the push"),
+        ("forbidden-commit", "the Hub refused the push"),
+    ],
+)
+def test_failed_cli_push_says_why_and_leaves_the_folder_as_it_was(
+    dataset_folder: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch, capsys, failure: str, message: str
+) -> None:
+    endpoint = _closed_port_endpoint() if failure == "unreachable" else hub.endpoint
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)  # what HF_ENDPOINT sets at import
+    if failure == "offline":
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    elif failure == "forbidden-create":
+        hub.fail("POST", "/api/repos/create", 403, "no rights in this namespace")
+    elif failure == "forbidden-commit":
+        hub.fail("POST", f"/api/datasets/{REPO_ID}/commit/main", 403, "read-only token")
+    before = _local_files(dataset_folder)
+    assert cli_main(["push", str(dataset_folder), "--repo_id", REPO_ID, "--token", TOKEN]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    # the card is re-rendered for the repo only once the upload succeeded: here it never did
+    assert _local_files(dataset_folder) == before
+    assert not hub.repos or hub.repo(REPO_ID).files() == {}
+
+
+def test_push_without_network_from_a_shell(dataset_folder: Path) -> None:
+    before = _local_files(dataset_folder)
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    done = subprocess.run(
+        [sys.executable, "-m", "dataset_builder", "push", str(dataset_folder), "--repo_id", REPO_ID],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        env={**env, "HF_ENDPOINT": _closed_port_endpoint(), "HF_TOKEN": TOKEN},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: Cannot publish: the Hub at http://127.0.0.1:") and "Traceback" not in done.stderr
+    assert _local_files(dataset_folder) == before

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY
+from minigrid.utils.baby_ai_bot import DisappearedBoxError
 
 from dataset_builder.episodes import make_env, reset_quietly
-from dataset_builder.thoughts import ThoughtBot
+from dataset_builder.thoughts import ThoughtBot, ThoughtTemplateError
 from hf_thought_cloning import (
     ThoughtCloningConfig,
     ThoughtCloningModel,
@@ -151,3 +152,34 @@ def test_success_rate_and_mean_length():
     assert success_rate(records) == pytest.approx(2 / 3)
     assert mean_length(records) == pytest.approx(26.0)
     assert success_rate([]) == 0.0 and mean_length([]) == 0.0
+
+
+@pytest.mark.parametrize(
+    "failure", [AssertionError(), DisappearedBoxError("A box was opened."), ThoughtTemplateError("no template")]
+)
+def test_oracle_giving_up_is_recorded_and_the_agent_goes_on(model, processor, monkeypatch, failure):
+    """The bot's known ways of giving up end the oracle's advice, not the episode."""
+
+    def give_up(self, action_taken=None):
+        raise failure
+
+    monkeypatch.setattr(ThoughtBot, "replan", give_up)
+    (record,) = run_episodes(model, processor, LEVEL, [5], max_steps=4, steering=OracleThoughts())
+    assert record.length == 4 and [step.thought_source for step in record.steps] == ["generated"] * 4
+    assert [event["detector"] for event in record.events] == ["oracle"]
+    assert record.events[0]["detail"].startswith(type(failure).__name__)
+
+
+def test_an_unrelated_error_in_oracle_mode_propagates(model, processor, monkeypatch):
+    def broken(self, action_taken=None):
+        raise KeyError("a bug, not the bot giving up")
+
+    monkeypatch.setattr(ThoughtBot, "replan", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        run_episodes(model, processor, LEVEL, [5], max_steps=4, steering=OracleThoughts())
+
+
+@pytest.mark.parametrize("thought", ["", "   ", None])
+def test_an_empty_injected_thought_is_refused(thought):
+    with pytest.raises(ValueError, match="at least one word"):
+        ThoughtInjection(thought)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from minigrid.utils.baby_ai_bot import BabyAIBot, GoNextToSubgoal, PickupSubgoal
 
+from dataset_builder import episodes
 from dataset_builder.episodes import (
     MAX_NOISE_SEGMENT,
     Episode,
@@ -20,7 +21,7 @@ from dataset_builder.episodes import (
 )
 from dataset_builder.shards import noise_seed_for
 from dataset_builder.thoughts import ThoughtBot, ThoughtTemplateError
-from hf_thought_cloning.vocabulary import split_words, thought_vocabulary
+from dataset_builder.vocabulary import split_words, thought_vocabulary
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "tc-thought-examples.jsonl"
 LOCAL_REFERENCE = Path(__file__).with_name("data") / "tc-thought-examples.jsonl"
@@ -141,3 +142,26 @@ def test_bot_failures_come_back_with_reason_and_place():
 def test_unknown_level_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown level 'BabyAI-Nope-v0'"):
         make_env("BabyAI-Nope-v0")
+
+
+def test_step_aside_for_a_putnext_target_blocked_by_an_open_door_says_what_the_original_says(monkeypatch):
+    # MiniBossLevel seed 18 at the quickstart's 1% noise: the red box's PutNext target is blocked by an open
+    # door, so the bot pushes a step-aside GoNextTo "to drop it" on top of the PutNext GoNextTo (not on the
+    # Drop). The original implementation writes the drop sentence with the note of the subgoal below it,
+    # "drop red box to drop it" (we used to write "... to complete PutNext mission").
+    level, seed = "BabyAI-MiniBossLevel-v0", 18
+    tops = []
+
+    class RecordingBot(ThoughtBot):
+        def thought(self) -> str:
+            tops.append(tuple((type(s).__name__, s.note) for s in self.stack[-2:]))
+            return super().thought()
+
+    monkeypatch.setattr(episodes, "ThoughtBot", RecordingBot)
+    episode = run_episode(make_env(level), level, seed, 0.01, noise_seed_for(0, level))
+    assert isinstance(episode, Episode) and len(tops) == episode.num_steps
+    step_aside = (("GoNextToSubgoal", "to drop it"), ("GoNextToSubgoal", "to drop it"))
+    steps = [step for step, top in enumerate(tops) if top == step_aside and not episode.noisy[step]]
+    assert steps == [50, 73, 74, 75, 76, 77]
+    assert {episode.thoughts[step] for step in steps} == {"drop red box to drop it"}
+    assert episode.thoughts[49] == episode.thoughts[78] == "drop red box to complete PutNext mission"

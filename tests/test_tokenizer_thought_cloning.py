@@ -8,8 +8,9 @@ import sys
 import pytest
 from transformers import AutoTokenizer
 
+from dataset_builder.vocabulary import split_words
 from hf_thought_cloning import ThoughtCloningTokenizer
-from hf_thought_cloning.vocabulary import full_vocabulary, split_words
+from hf_thought_cloning.vocabulary import full_vocabulary
 
 
 @pytest.fixture(scope="module")

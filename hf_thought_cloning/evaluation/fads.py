@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 
-from hf_thought_cloning.vocabulary import COLORS, OBJECT_TYPES
+from dataset_builder.vocabulary import COLORS, OBJECT_TYPES
 
 __all__ = [
     "INTERACTION_KINDS",
@@ -177,7 +177,8 @@ class InteractionDetector:
 
 
 def fads_from_records(records: Sequence, lookback: int = 0) -> dict:
-    """FADS of rollout records made with ``detectors=[InteractionDetector()]`` (``run_episodes``)."""
+    """FADS of rollout records made with ``detectors=[InteractionDetector()]`` (``run_episodes``), with the
+    number of ``episodes`` it was measured on."""
     traces, own = [], []
     for record in records:
         thoughts = [step.thought for step in record.steps]
@@ -188,4 +189,4 @@ def fads_from_records(records: Sequence, lookback: int = 0) -> dict:
         ]
         traces.append((thoughts, interactions))
         own.append([step.thought_source == "generated" for step in record.steps])
-    return fads(traces, lookback=lookback, own=own)
+    return {"episodes": len(records), **fads(traces, lookback=lookback, own=own)}

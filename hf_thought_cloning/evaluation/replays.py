@@ -1,8 +1,7 @@
 """Replays of episodes with the agent's thoughts captioned, and plots of evaluation results.
 
-* ``write_replay``: an animated GIF (or MP4 where ``imageio-ffmpeg`` is installed) of rendered frames, each
-  with its caption (the agent's current thought) drawn in a band under the image, and a thin progress bar
-  at the bottom of the band.
+* ``write_replay``: an animated GIF (Pillow) of rendered frames, each with its caption (the agent's current
+  thought) drawn in a band under the image, and a thin progress bar at the bottom of the band.
 * ``plot_success_by_bin``: a PNG bar chart of success rate per difficulty bin, one panel per suite
   (optionally one bar per group, e.g. per agent, in each bin).
 * ``plot_learning_curves``: a PNG of success (or any metric) against training frames for several agents.
@@ -15,10 +14,8 @@ and renamed, so a reader never sees a half-written replay or plot.
 from __future__ import annotations
 
 import math
-import os
 import textwrap
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +24,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 from PIL import Image, ImageDraw, ImageFont
 
+from dataset_builder.files import atomic_write
+
 __all__ = ["caption_frames", "plot_learning_curves", "plot_success_by_bin", "write_replay"]
 
 BAND_BACKGROUND = (255, 255, 255)
@@ -34,20 +33,6 @@ TEXT_COLOUR = (0, 0, 0)
 PROGRESS_COLOUR = (70, 110, 200)
 PROGRESS_HEIGHT = 3
 MARGIN = 6
-
-
-# ------------------------------------------------------------------------------------------ writing
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """``write(tmp)`` then rename ``tmp`` onto ``path``; the temporary keeps the suffix (encoders read it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ------------------------------------------------------------------------------------------ replays
@@ -146,26 +131,6 @@ def _write_gif(images: list[np.ndarray], path: Path, fps: int) -> None:
     )
 
 
-def _write_mp4(images: list[np.ndarray], path: Path, fps: int) -> None:
-    import imageio_ffmpeg
-
-    height, width = images[0].shape[:2]
-    # yuv420p needs even sizes: pad with the band colour rather than let ffmpeg rescale the frames.
-    padded_h, padded_w = height + height % 2, width + width % 2
-    writer = imageio_ffmpeg.write_frames(
-        str(path), (padded_w, padded_h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1
-    )
-    writer.send(None)  # starts the ffmpeg process
-    try:
-        for image in images:
-            frame = np.empty((padded_h, padded_w, 3), dtype=np.uint8)
-            frame[...] = BAND_BACKGROUND
-            frame[:height, :width] = image
-            writer.send(frame)
-    finally:
-        writer.close()
-
-
 def write_replay(frames: list[np.ndarray], captions: list[str], path: Path, fps: int = 4) -> Path:
     """Write an animated replay of ``frames`` with ``captions`` under them; returns ``path``.
 
@@ -173,31 +138,21 @@ def write_replay(frames: list[np.ndarray], captions: list[str], path: Path, fps:
         frames: RGB uint8 arrays (H, W, 3) of one size, e.g. ``env.render()`` of an env made with
             ``render_mode="rgb_array"``.
         captions: one string per frame (the agent's thought at that step); long ones are wrapped.
-        path: ``.gif`` (Pillow, always available) or ``.mp4`` (needs ``imageio-ffmpeg``).
+        path: a ``.gif`` file (MP4 is not offered: it would need an ffmpeg binary the tests cannot rely on).
         fps: frames per second. GIF stores delays in 10 ms units, so each frame lasts ``round(1000 / fps)``
             ms rounded to 10 ms.
 
     Raises:
         ValueError: empty or mismatched inputs, frames that are not RGB uint8 of one size, a bad ``fps`` or
-            an unsupported suffix.
-        RuntimeError: an ``.mp4`` path where ``imageio-ffmpeg`` is not installed.
+            a suffix other than ``.gif``.
     """
     path = Path(path)
     if isinstance(fps, bool) or not isinstance(fps, int) or fps <= 0:
         raise ValueError(f"fps must be a positive integer, got {fps!r}")
-    suffix = path.suffix.lower()
-    if suffix not in (".gif", ".mp4"):
-        raise ValueError(f"a replay is written as .gif or .mp4, got {path.name!r}")
-    if suffix == ".mp4":
-        try:
-            import imageio_ffmpeg  # noqa: F401
-        except ImportError:
-            raise RuntimeError(
-                f"writing {path.name} needs an ffmpeg: `pip install imageio-ffmpeg`, or write a .gif replay instead"
-            ) from None
+    if path.suffix.lower() != ".gif":
+        raise ValueError(f"a replay is written as a .gif, got {path.name!r}")
     images = caption_frames(frames, captions)
-    writer = _write_gif if suffix == ".gif" else _write_mp4
-    return _atomic_write(path, lambda tmp: writer(images, tmp, fps))
+    return atomic_write(path, lambda tmp: _write_gif(images, tmp, fps))
 
 
 # ------------------------------------------------------------------------------------------ plots
@@ -214,7 +169,7 @@ def _save_figure(figure: Figure, path: Path) -> Path:
     if path.suffix.lower() != ".png":
         raise ValueError(f"plots are written as .png, got {path.name!r}")
     FigureCanvasAgg(figure)  # attaches an Agg canvas to this figure only; pyplot's backend is untouched
-    return _atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
 
 
 def plot_success_by_bin(rows: list[dict], path: Path, title: str | None = None) -> Path:

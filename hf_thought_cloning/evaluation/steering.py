@@ -14,9 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hf_thought_cloning.evaluation.suites import summarize
-from hf_thought_cloning.rollouts import EpisodeRecord, OracleThoughts, ThoughtInjection, run_episodes
+from hf_thought_cloning.rollouts import (
+    EpisodeRecord,
+    OracleThoughts,
+    ThoughtInjection,
+    check_injection_steps,
+    run_episodes,
+)
 
-__all__ = ["episodes_changed", "evaluate_steering", "parse_steps"]
+__all__ = ["episodes_changed", "evaluate_steering", "parse_steps", "summarize_steering"]
 
 
 def parse_steps(text: str | None) -> tuple[int, int | None]:
@@ -32,7 +38,7 @@ def parse_steps(text: str | None) -> tuple[int, int | None]:
         stop = int(stop_text) if stop_text.strip() else None
     except ValueError:
         raise ValueError(f"steps {text!r} must be START:STOP, START:, :STOP, one step, or 'all'") from None
-    ThoughtInjection("", start, stop)  # same range checks as the injection itself
+    check_injection_steps(start, stop)
     return start, stop
 
 
@@ -66,16 +72,25 @@ def evaluate_steering(
     if thought is not None:
         injection = ThoughtInjection(thought, *steps)
         runs["injected"] = run_episodes(model, processor, level, seeds, steering=injection, **rollout_options)
+    return summarize_steering(runs, thought, steps), runs
+
+
+def summarize_steering(
+    runs: dict[str, list[EpisodeRecord]], thought: str | None = None, steps: tuple[int, int | None] = (0, None)
+) -> dict:
+    """The steering summary of the ``own``, ``oracle`` (and ``injected``) runs of the same seeds: each run's
+    summary, the episodes in which the oracle gave up, the share of episodes whose actions changed, and
+    ``oracle_minus_own`` (the success the demonstrator's thoughts add)."""
     summary: dict = {name: summarize(records) for name, records in runs.items()}
     summary["oracle"]["oracle_gave_up"] = sum(
         any(event["detector"] == "oracle" for event in record.events) for record in runs["oracle"]
     )
     summary["oracle"]["episodes_changed"] = episodes_changed(runs["own"], runs["oracle"])
-    if thought is not None:
+    if "injected" in runs:
         summary["injected"].update(
             thought=thought,
             steps=[steps[0], steps[1]],
             episodes_changed=episodes_changed(runs["own"], runs["injected"]),
         )
     summary["oracle_minus_own"] = summary["oracle"]["success_rate"] - summary["own"]["success_rate"]
-    return summary, runs
+    return summary

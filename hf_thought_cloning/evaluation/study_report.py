@@ -28,9 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dataset_builder.shards import atomic_write_text
+from dataset_builder.files import atomic_write_json, atomic_write_text
 from hf_thought_cloning.evaluation.replays import plot_learning_curves, plot_success_by_bin
-from hf_thought_cloning.evaluation.report import write_json_atomic
 
 __all__ = ["AGENTS", "StudyReportArguments", "load_runs", "main", "render_tables", "write_plots"]
 
@@ -529,7 +528,7 @@ def report(arguments: StudyReportArguments) -> str:
     records = {
         f"{agent}-seed{seed}": record for agent, per_seed in runs.items() for seed, record in per_seed.items()
     }
-    write_json_atomic(Path(arguments.output_json or study / "summary.json"), {"runs": records})
+    atomic_write_json(Path(arguments.output_json or study / "summary.json"), {"runs": records})
     atomic_write_text(Path(arguments.output_md or study / "summary.md"), markdown)
     write_plots(runs, Path(arguments.plots))
     return markdown

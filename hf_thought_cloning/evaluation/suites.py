@@ -18,8 +18,6 @@ then one ``{"level", "seed", "bin", ...}`` row per environment, rows of a bin in
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from pathlib import Path
 import gymnasium as gym
 from minigrid.envs.babyai.core.verifier import AfterInstr, AndInstr, BeforeInstr, PutNextInstr
 
+from dataset_builder.files import atomic_write
 from hf_thought_cloning.rollouts import EpisodeRecord, mean_length, run_episodes, success_rate
 
 __all__ = [
@@ -140,20 +139,16 @@ def suite_path(name: str) -> Path:
 
 def write_suite(path: Path, header: dict, rows: Sequence[SuiteRow]) -> Path:
     """Header line + rows, written to a temporary file and renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with tmp.open("w") as handle:
             handle.write(json.dumps({"format": SUITE_FORMAT, "version": SUITE_VERSION, **header}) + "\n")
             for row in rows:
                 handle.write(
                     json.dumps({"level": row.level, "seed": row.seed, "bin": row.bin, **row.extra}) + "\n"
                 )
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def load_suite(name_or_path: str | Path) -> tuple[dict, list[SuiteRow]]:

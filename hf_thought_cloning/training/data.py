@@ -57,11 +57,41 @@ def check_vocabulary(tokenizer: Any, missions: Iterable[str], thoughts: Iterable
         )
 
 
+def describe_error(error: BaseException) -> str:
+    """``Type: message``, then each exception it was raised from or during, so no cause is lost."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}: {current}" if str(current) else type(current).__name__)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return "; caused by ".join(parts)
+
+
+def check_local_dataset(folder: Path) -> None:
+    """Refuse a local folder whose shards differ from its manifest (``python -m dataset_builder validate``'s
+    integrity part: every shard present, none foreign, the card reading all of them, checksums)."""
+    from dataset_builder.validate import DatasetFolderError, integrity_problems
+
+    try:
+        problems = integrity_problems(folder)
+    except DatasetFolderError as error:
+        problems = [str(error)]
+    if problems:
+        raise DatasetProblem(
+            f"{folder} does not hold the dataset its manifest describes: {'; '.join(problems)}. "
+            f"Check it with `python -m dataset_builder validate {folder}`, then repair or regenerate it"
+        )
+
+
 def dataset_layout(dataset: str) -> dict[str, dict[str, str]] | None:
-    """``{config: {split: glob}}`` from a local dataset folder's card (None for a Hub id)."""
+    """``{config: {split: glob}}`` from a local dataset folder's card (None for a Hub id); a local folder
+    must first pass ``check_local_dataset``."""
     folder = Path(dataset)
     if not folder.is_dir():
         return None
+    check_local_dataset(folder)
     card = folder / "README.md"
     if not card.is_file():
         raise DatasetProblem(f"{dataset} has no README.md: not a thought dataset folder (python -m dataset_builder generate)")
