@@ -8,7 +8,17 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY, TINY_LEVEL, run_cli, save_tiny, train, trainer_log, trainer_module
+from conftest import (
+    REPO_ROOT,
+    TINY,
+    TINY_LEVEL,
+    break_model_folder,
+    run_cli,
+    save_tiny,
+    train,
+    trainer_log,
+    trainer_module,
+)
 from datasets import load_dataset
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoProcessor, AutoTokenizer, BertConfig, BertModel
@@ -172,9 +182,13 @@ def test_behavioral_cloning_run(generated_folder, tmp_path):
     assert recorded["thought_loss_weight"] == config["thought_loss_weight"] == 0.0  # the weight it trained with
 
 
-def test_init_from_records_the_folder_settings(generated_folder, tmp_path):
+@pytest.mark.parametrize("saved", ["current", "before-checksums"])
+def test_init_from_records_the_folder_settings(generated_folder, tmp_path, saved):
     # Model settings left unset come from the folder, and training_args.json records them (not the defaults).
+    # A folder saved before vocabulary checksums is a valid start too (from_pretrained warns, the run adds one).
     start = save_tiny(tmp_path / "start")
+    if saved == "before-checksums":
+        break_model_folder(start, "no-checksum")
     output = tmp_path / "tuned"
     train(generated_folder, output, "--init_from", str(start), "--epochs", "1", "--stop_teacher_forcing_epoch", "1",
           "--batch_size", "3", "--bptt", "8", "--validation_every_epochs", "0", "--report_to", "none", "--cpu",
@@ -183,7 +197,7 @@ def test_init_from_records_the_folder_settings(generated_folder, tmp_path):
     assert {name: recorded[name] for name in TINY} == TINY
     assert (recorded["variant"], recorded["thought_loss_weight"], recorded["entropy_coef"]) == ("thought-cloning", 2.0, 0.01)
     tuned = load_file(output / "model" / "model.safetensors")
-    assert tuned.keys() == load_file(start / "model.safetensors").keys()
+    assert tuned.keys() == load_file(start / "model.safetensors").keys() | {"vocabulary_checksum"}
 
 
 def test_text_encoder_upper_level_run(generated_folder, tmp_path):
