@@ -35,6 +35,7 @@ from hf_thought_cloning.evaluation.report import (
     EVALUATION_FORMAT,
     build_folder,
     evaluation_results,
+    holds_record,
     not_a_folder,
 )
 from hf_thought_cloning.model_card import SUMMARY_FILE, render_model_card
@@ -169,11 +170,7 @@ def package_model(arguments: PackagingArguments) -> tuple[Path, int, int]:
 
 def is_package(folder: Path) -> bool:
     """Whether ``folder`` was written by this packager (it holds its ``packaging.json``)."""
-    try:
-        record = json.loads((folder / PACKAGE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and record.get("format") == PACKAGE_FORMAT
+    return holds_record(folder, PACKAGE_FILE, PACKAGE_FORMAT)
 
 
 def check_output(output: Path, overwrite: bool) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "EVALUATION_FILE",
     "build_folder",
     "evaluation_results",
+    "holds_record",
     "is_evaluation_folder",
     "level_name",
     "measurement",
@@ -29,13 +30,19 @@ EVALUATION_FILE = "evaluation.json"
 TASK_TYPE = "reinforcement-learning"
 
 
-def is_evaluation_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds the ``evaluation.json`` of a ``python -m hf_thought_cloning.evaluate`` run."""
+def holds_record(folder: Path, name: str, record_format: str) -> bool:
+    """Whether ``folder/name`` is a JSON object with ``"format": record_format``: how this project's tools
+    recognise the folders they wrote (and so may replace)."""
     try:
-        evaluation = json.loads((Path(folder) / EVALUATION_FILE).read_text(encoding="utf-8"))
+        record = json.loads((Path(folder) / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(evaluation, dict) and evaluation.get("format") == EVALUATION_FORMAT
+    return isinstance(record, dict) and record.get("format") == record_format
+
+
+def is_evaluation_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds the ``evaluation.json`` of a ``python -m hf_thought_cloning.evaluate`` run."""
+    return holds_record(folder, EVALUATION_FILE, EVALUATION_FORMAT)
 
 
 def not_a_folder(path: Path) -> str | None:
