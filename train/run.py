@@ -479,11 +479,13 @@ def main(argv: list[str] | None = None) -> None:
             stream_seeds.add(int(row["seed"]))
             yield row
 
+    def stream_batches(stream_pass: int) -> Iterator[dict]:
+        train_stream.set_epoch(stream_pass)  # a new shuffle for each pass over the stream
+        return streaming_batches(recorded(train_stream), processor, max(1, args.batch_size // world), args.dataset)
+
     if store is None:
-        stream_pass = state.update // updates_per_epoch  # a new shuffle for each pass over the stream
-        train_stream.set_epoch(stream_pass)
-        stream_iterator = streaming_batches(recorded(train_stream), processor, max(1, args.batch_size // world),
-                                            args.dataset)  # fmt: skip
+        stream_pass = state.update // updates_per_epoch
+        stream_iterator = stream_batches(stream_pass)
     window_metrics = {"loss": 0.0, "action_loss": 0.0, "thought_loss": 0.0, "action_correct": 0, "actions": 0,
                       "words_correct": 0, "words": 0, "frames": 0, "teacher_forced": 0, "updates": 0}  # fmt: skip
     clock = time.perf_counter()
@@ -506,9 +508,7 @@ def main(argv: list[str] | None = None) -> None:
                 batch = next(stream_iterator)
             except StopIteration:
                 stream_pass += 1
-                train_stream.set_epoch(stream_pass)
-                stream_iterator = streaming_batches(recorded(train_stream), processor, max(1, args.batch_size // world),
-                                                    args.dataset)  # fmt: skip
+                stream_iterator = stream_batches(stream_pass)
                 batch = next(stream_iterator)
             except DatasetProblem as problem:
                 fail(str(problem))
