@@ -14,6 +14,9 @@ or the whole episode) or ``OracleThoughts`` (``ThoughtBot`` runs beside each env
 is told the action the agent actually took, and its thought is injected). A precrime ``monitor`` sees the
 thought before the action executes and can halt the episode; ``detectors`` report environment events
 (e.g. a purple door opened) independently of any thought.
+
+``EpisodeSession`` plays one episode a step at a time with the same code, for a person watching (the demo):
+steering and the monitor may change between steps, and the demonstrator's thought is known at every step.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dataset_builder.episodes import make_env, reset_quietly
 
 __all__ = [
     "EpisodeRecord",
+    "EpisodeSession",
     "EventDetector",
     "OracleThoughts",
     "StepRecord",
@@ -44,6 +48,7 @@ __all__ = [
 ]
 
 THOUGHT_SOURCES = ("generated", "injected", "oracle", "none")
+EPISODE_TRACE_FORMAT = "hf-thought-cloning/episode-trace"  # EpisodeSession.to_json()
 
 
 @dataclass
@@ -68,6 +73,35 @@ class EpisodeRecord:
     halted: bool  # stopped by the monitor
     steps: list[StepRecord] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)  # detector events: {"detector", "step", ...}
+
+    def readable_trace(self) -> str:
+        """The project's thought trace (mission, then one line per thought with its actions) of the executed
+        steps, and a last line for the step the monitor halted."""
+        from dataset_builder.traces import ACTION_NAMES, format_trace
+
+        executed = [step for step in self.steps if not step.halted]
+        text = format_trace(
+            self.mission, [step.thought or "" for step in executed], [step.action for step in executed]
+        )
+        for step in self.steps[len(executed) :]:  # the halted step, in the trace's layout
+            action = ACTION_NAMES[step.action]
+            text += (
+                f"\n  steps {self.length:>7}  {step.thought} [halted]\n  {'':13}  -> ({action} not executed)"
+            )
+        return text
+
+    def to_json(self) -> dict:
+        """The episode as JSON-able data: everything but the observations and frames, actions also by name."""
+        from dataset_builder.traces import ACTION_NAMES
+
+        data = {name: getattr(self, name) for name in ("level", "seed", "mission", "success", "length")}
+        data.update(reward=self.reward, halted=self.halted, events=self.events)
+        data["steps"] = [
+            {"step": index, "thought": step.thought, "thought_source": step.thought_source, "action": step.action,
+             "action_name": ACTION_NAMES[step.action], "reward": step.reward, "halted": step.halted}
+            for index, step in enumerate(self.steps)
+        ]  # fmt: skip
+        return data
 
 
 # ------------------------------------------------------------------------------------------- steering
@@ -208,6 +242,58 @@ def _choose_actions(logits: torch.Tensor, slots: Sequence[_Slot], sample: bool) 
     ]
 
 
+def _act(
+    model, processor, slots: Sequence[_Slot], memory, injected: list[str | None], sample: bool, vlm_prompter
+):
+    """One ``model.act`` for all ``slots`` (``injected``: a thought per row, None for the agent's own):
+    the model's output, the chosen actions and the thoughts the lower level acted on."""
+    inputs = processor([slot.observation for slot in slots])
+    inputs = {name: value.to(model.device) for name, value in inputs.items()}
+    thought_argument = injected if any(text is not None for text in injected) else None
+    step = model.act(inputs, memory, thought=thought_argument, sample=False, vlm_prompter=vlm_prompter)
+    actions = _choose_actions(step.action_logits, slots, sample)
+    thoughts = step.thoughts if step.thoughts is not None else [None] * len(slots)
+    return step, actions, thoughts
+
+
+def _execute(
+    slot: _Slot,
+    thought: str | None,
+    source: str,
+    action: int,
+    monitor: ThoughtMonitor | None,
+    detectors: Sequence[EventDetector],
+    record_observations: bool,
+    record_frames: bool,
+) -> bool:
+    """Record one step of ``slot``'s episode and execute ``action``, unless ``monitor`` halts on ``thought``
+    (then the step is recorded as halted and the action is not executed); True when the episode is over."""
+    record = slot.record
+    image = np.array(slot.observation["image"], dtype=np.uint8) if record_observations else None
+    frame = slot.env.render() if record_frames else None
+    halt_reason = monitor.match(thought) if monitor is not None else None
+    if halt_reason is not None:
+        record.steps.append(StepRecord(thought, source, action, 0.0, image, frame, halted=True))
+        record.halted = True
+        record.events.append({"detector": "monitor", "step": record.length, "pattern": halt_reason})
+        return True
+    slot.observation, reward, terminated, truncated, _ = slot.env.step(action)
+    slot.last_action = action
+    record.steps.append(StepRecord(thought, source, action, float(reward), image, frame))
+    for position, detector in enumerate(detectors):
+        after = detector.snapshot(slot.env)
+        event = detector.detect(slot.snapshots[position], after)
+        if event is not None:
+            record.events.append({"detector": detector.name, "step": record.length, **event})
+        slot.snapshots[position] = after
+    record.length += 1
+    record.reward += float(reward)
+    if terminated or truncated:
+        record.success = bool(terminated and reward > 0)
+        return True
+    return False
+
+
 def _select_rows(memory, keep: list[int]):
     rows = torch.as_tensor(keep, dtype=torch.long, device=memory.lower_hidden.device)
     return type(memory)(**{name: value.index_select(0, rows) for name, value in memory.items()})
@@ -274,6 +360,7 @@ def run_episodes(
     injection = steering if isinstance(steering, ThoughtInjection) else None
     device = model.device
 
+    step_options = (monitor, detectors, record_observations, record_frames)
     next_index = 0
 
     def start_next_episode(slot: _Slot) -> None:
@@ -302,46 +389,10 @@ def run_episodes(
                         injected[row], sources[row] = thought, "oracle"
                 elif injection is not None and injection.applies(slot.record.length):
                     injected[row], sources[row] = injection.thought, "injected"
-            inputs = processor([slot.observation for slot in slots])
-            inputs = {name: value.to(device) for name, value in inputs.items()}
-            thought_argument = injected if any(text is not None for text in injected) else None
-            step = model.act(
-                inputs, memory, thought=thought_argument, sample=False, vlm_prompter=vlm_prompter
-            )
-            actions = _choose_actions(step.action_logits, slots, sample)
-            thoughts = step.thoughts if step.thoughts is not None else [None] * len(slots)
-
-            finished: list[int] = []
+            step, actions, thoughts = _act(model, processor, slots, memory, injected, sample, vlm_prompter)
+            finished = []
             for row, slot in enumerate(slots):
-                record = slot.record
-                image = np.array(slot.observation["image"], dtype=np.uint8) if record_observations else None
-                frame = slot.env.render() if record_frames else None
-                halt_reason = monitor.match(thoughts[row]) if monitor is not None else None
-                if halt_reason is not None:
-                    record.steps.append(
-                        StepRecord(thoughts[row], sources[row], actions[row], 0.0, image, frame, halted=True)
-                    )
-                    record.halted = True
-                    record.events.append(
-                        {"detector": "monitor", "step": record.length, "pattern": halt_reason}
-                    )
-                    finished.append(row)
-                    continue
-                slot.observation, reward, terminated, truncated, _ = slot.env.step(actions[row])
-                slot.last_action = actions[row]
-                record.steps.append(
-                    StepRecord(thoughts[row], sources[row], actions[row], float(reward), image, frame)
-                )
-                for position, detector in enumerate(detectors):
-                    after = detector.snapshot(slot.env)
-                    event = detector.detect(slot.snapshots[position], after)
-                    if event is not None:
-                        record.events.append({"detector": detector.name, "step": record.length, **event})
-                    slot.snapshots[position] = after
-                record.length += 1
-                record.reward += float(reward)
-                if terminated or truncated:
-                    record.success = bool(terminated and reward > 0)
+                if _execute(slot, thoughts[row], sources[row], actions[row], *step_options):
                     finished.append(row)
 
             memory = step.memory
@@ -371,6 +422,112 @@ def run_episodes(
         if bar is not None:
             bar.close()
     return records  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------- one step at a time
+class EpisodeSession:
+    """One episode played a step at a time, with steering and the precrime monitor changeable between steps.
+
+    A step is the step of ``run_episodes`` (same helpers): left unchanged, the session plays exactly the
+    episode ``run_episodes(model, processor, level, [seed], action_seed=..., sample=...)`` plays. Beside the
+    agent the demonstrator (``ThoughtBot``, in advising mode as in oracle steering) runs from the first step,
+    so at every step the session knows what the demonstrator thinks in the state the agent acts in, and oracle
+    steering can be switched on at any step. When the bot gives up, an ``oracle`` event is recorded and its
+    thought is None from then on.
+
+    Args:
+        steering: a ``ThoughtInjection`` (steps count from the episode's start) or ``OracleThoughts``;
+            change it with ``steer``, or ``inject`` a thought for the next N steps.
+        monitor: the precrime monitor; may be replaced (or set to None) between steps.
+        detectors: environment-event detectors, as in ``run_episodes``.
+        record_frames: keep each step's RGB render (``StepRecord.frame``), for replays.
+    """
+
+    def __init__(
+        self,
+        model,
+        processor,
+        level: str,
+        seed: int,
+        *,
+        sample: bool = True,
+        action_seed: int = 0,
+        steering: ThoughtInjection | OracleThoughts | None = None,
+        monitor: ThoughtMonitor | None = None,
+        detectors: Sequence[EventDetector] = (),
+        max_steps: int | None = None,
+        record_frames: bool = True,
+        vlm_prompter: Any = None,
+    ):
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+        check_steering(model, steering)
+        self.model, self.processor = model, processor
+        self.sample, self.action_seed = sample, action_seed
+        self.steering, self.monitor = steering, monitor
+        self.detectors = list(detectors)
+        self.record_frames, self.vlm_prompter = record_frames, vlm_prompter
+        self.demonstrator_thoughts: list[str | None] = []  # per step, the bot's thought in that state
+        self._slot = _Slot(env=_build_env(level, render=True))  # always renders: the session is watched
+        _start(self._slot, 0, seed, level, action_seed, True, self.detectors, max_steps)
+        self._memory = model.initial_memory(1, device=model.device)
+        self.done = False
+
+    @property
+    def record(self) -> EpisodeRecord:
+        """The episode so far (``record.steps`` grows by one per ``step``)."""
+        return self._slot.record
+
+    def frame(self) -> np.ndarray:
+        """The environment now, rendered (RGB uint8)."""
+        return self._slot.env.render()
+
+    def steer(self, steering: ThoughtInjection | OracleThoughts | None) -> None:
+        """Replace the steering from the next step on (ValueError for a BC model or unknown words)."""
+        check_steering(self.model, steering)
+        self.steering = steering
+
+    def inject(self, thought: str, steps: int) -> ThoughtInjection:
+        """Inject ``thought`` for the next ``steps`` steps (then the agent thinks for itself again)."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"an injection lasts at least 1 step, got {steps!r}")
+        start = self.record.length
+        injection = ThoughtInjection(thought, start, start + steps)
+        self.steer(injection)
+        return injection
+
+    def step(self) -> StepRecord:
+        """Play one step (the monitor may halt it: the action is then not executed and the episode ends)."""
+        if self.done:
+            raise RuntimeError("the episode is over: start a new session")
+        slot, steering = self._slot, self.steering
+        demonstrator = _oracle_thought(slot)
+        self.demonstrator_thoughts.append(demonstrator)
+        injected, source = None, "generated" if self.model.config.has_thought_generator else "none"
+        if isinstance(steering, OracleThoughts) and demonstrator is not None:
+            injected, source = demonstrator, "oracle"
+        elif isinstance(steering, ThoughtInjection) and steering.applies(slot.record.length):
+            injected, source = steering.thought, "injected"
+        step, actions, thoughts = _act(
+            self.model, self.processor, [slot], self._memory, [injected], self.sample, self.vlm_prompter
+        )
+        self.done = _execute(
+            slot, thoughts[0], source, actions[0], self.monitor, self.detectors, False, self.record_frames
+        )
+        self._memory = step.memory
+        return slot.record.steps[-1]
+
+    def to_json(self) -> dict:
+        """The episode so far as JSON-able data (``EpisodeRecord.to_json``), each step with what the
+        demonstrator thought in that state, and how it was played."""
+        data = {"format": EPISODE_TRACE_FORMAT, "version": 1, "model": getattr(self.model, "name_or_path", None),
+                "sample": self.sample, "action_seed": self.action_seed, **self.record.to_json()}  # fmt: skip
+        for step, thought in zip(data["steps"], self.demonstrator_thoughts, strict=True):
+            step["demonstrator_thought"] = thought
+        return data
+
+    def close(self) -> None:
+        self._slot.env.close()
 
 
 # -------------------------------------------------------------------------------------------- metrics

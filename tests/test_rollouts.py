@@ -183,3 +183,93 @@ def test_an_unrelated_error_in_oracle_mode_propagates(model, processor, monkeypa
 def test_an_empty_injected_thought_is_refused(thought):
     with pytest.raises(ValueError, match="at least one word"):
         ThoughtInjection(thought)
+
+
+# ------------------------------------------------------------------------------------ EpisodeSession
+def play(session) -> EpisodeRecord:
+    while not session.done:
+        session.step()
+    return session.record
+
+
+@pytest.mark.parametrize("case", ["own", "oracle", "injected", "monitor"])
+def test_a_session_plays_the_episode_run_episodes_plays(model, processor, case):
+    """Step by step, with the same steering and monitor, the very episode of the batched rollouts."""
+    from hf_thought_cloning.rollouts import EpisodeSession
+    from hf_thought_cloning.safety import PrecrimeMonitor
+
+    thought = "pickup red key to unlock the door"
+    steering = {"oracle": OracleThoughts(), "injected": ThoughtInjection(thought, 0, 3)}.get(case)
+    monitor = (
+        PrecrimeMonitor([r"\b(?:go|pickup|open|explore|drop|remove|unlock)\b"]) if case == "monitor" else None
+    )
+    options = {"action_seed": 3, "max_steps": 12, "monitor": monitor}
+    (expected,) = run_episodes(model, processor, LEVEL, [4], steering=steering, **options)
+    session = EpisodeSession(model, processor, LEVEL, 4, **options)
+    if case == "injected":
+        session.inject(thought, 3)
+    elif steering is not None:
+        session.steer(steering)
+    record = play(session)
+    assert [(s.thought, s.thought_source, s.action, s.halted) for s in record.steps] == [
+        (s.thought, s.thought_source, s.action, s.halted) for s in expected.steps
+    ]
+    assert (record.length, record.halted, record.events) == (
+        expected.length,
+        expected.halted,
+        expected.events,
+    )
+    assert all(step.frame is not None for step in record.steps) and len(session.demonstrator_thoughts) == len(
+        record.steps
+    )
+    with pytest.raises(RuntimeError, match="the episode is over"):
+        session.step()
+
+
+def test_a_session_knows_the_demonstrators_thought_and_changes_steering_between_steps(model, processor):
+    from hf_thought_cloning.rollouts import EpisodeSession
+
+    session = EpisodeSession(model, processor, LEVEL, 5, max_steps=8)
+    env = make_env(LEVEL)
+    reset_quietly(env, 5)
+    bot = ThoughtBot(env)
+    bot.replan()
+    assert session.step().thought_source == "generated" and session.demonstrator_thoughts == [bot.thought()]
+    session.steer(OracleThoughts())
+    oracle = session.step()
+    assert oracle.thought_source == "oracle" and oracle.thought == session.demonstrator_thoughts[1]
+    injection = session.inject("go to red ball", 2)
+    assert (injection.start, injection.stop) == (2, 4)
+    assert [session.step().thought for _ in range(3)][:2] == ["go to red ball"] * 2
+    assert session.record.steps[4].thought_source == "generated"
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        session.inject("fly to the moon", 2)
+    with pytest.raises(ValueError, match="at least 1 step"):
+        session.inject("go to red ball", 0)
+    data = session.to_json()
+    assert data["format"] == "hf-thought-cloning/episode-trace" and data["seed"] == 5 and data["length"] == 5
+    assert [s["demonstrator_thought"] for s in data["steps"]] == session.demonstrator_thoughts
+    assert [s["thought_source"] for s in data["steps"]] == [
+        "generated",
+        "oracle",
+        "injected",
+        "injected",
+        "generated",
+    ]
+    bc = tiny(ThoughtCloningConfig.behavioral_cloning(**TINY))
+    with pytest.raises(ValueError, match="behavioural cloning"):
+        EpisodeSession(bc, processor, LEVEL, 0, steering=OracleThoughts())
+    with pytest.raises(ValueError, match="unknown level"):
+        EpisodeSession(model, processor, "BabyAI-NoSuchLevel-v0", 0)
+
+
+def test_the_readable_trace_of_a_halted_episode_ends_with_the_halted_step(model, processor):
+    from hf_thought_cloning.safety import PrecrimeMonitor
+
+    (record,) = run_episodes(model, processor, LEVEL, [1], max_steps=6, steering=ThoughtInjection("go to red ball", 2),
+                             monitor=PrecrimeMonitor([r"go to red ball"]))  # fmt: skip
+    assert record.halted and record.length == 2
+    lines = record.readable_trace().splitlines()
+    assert lines[0] == f"mission: {record.mission}"
+    assert lines[-2] == "  steps       2  go to red ball [halted]" and "not executed)" in lines[-1]
+    assert record.to_json()["steps"][-1]["halted"] is True

@@ -2,6 +2,7 @@
 
 * ``write_replay``: an animated GIF (Pillow) of rendered frames, each with its caption (the agent's current
   thought) drawn in a band under the image, and a thin progress bar at the bottom of the band.
+  ``write_episode_replay`` writes one recorded episode (``record_frames``) with ``step_caption``'s captions.
 * ``plot_success_by_bin``: a PNG bar chart of success rate per difficulty bin, one panel per suite
   (optionally one bar per group, e.g. per agent, in each bin).
 * ``plot_learning_curves``: a PNG of success (or any metric) against training frames for several agents.
@@ -25,8 +26,16 @@ from matplotlib.ticker import PercentFormatter
 from PIL import Image, ImageDraw, ImageFont
 
 from dataset_builder.files import atomic_write
+from dataset_builder.traces import ACTION_NAMES
 
-__all__ = ["caption_frames", "plot_learning_curves", "plot_success_by_bin", "write_replay"]
+__all__ = [
+    "caption_frames",
+    "plot_learning_curves",
+    "plot_success_by_bin",
+    "step_caption",
+    "write_episode_replay",
+    "write_replay",
+]
 
 BAND_BACKGROUND = (255, 255, 255)
 TEXT_COLOUR = (0, 0, 0)
@@ -153,6 +162,23 @@ def write_replay(frames: list[np.ndarray], captions: list[str], path: Path, fps:
         raise ValueError(f"a replay is written as a .gif, got {path.name!r}")
     images = caption_frames(frames, captions)
     return atomic_write(path, lambda tmp: _write_gif(images, tmp, fps))
+
+
+def step_caption(index: int, step) -> str:
+    """``"3: open red door -> toggle"``: a ``StepRecord``'s thought and action (a halted step says so)."""
+    thought = step.thought if step.thought is not None else "(no thought)"
+    action = ACTION_NAMES[step.action]
+    return (
+        f"{index}: {thought} -> HALTED before {action}" if step.halted else f"{index}: {thought} -> {action}"
+    )
+
+
+def write_episode_replay(record, path: Path, fps: int = 4) -> Path:
+    """The replay of an ``EpisodeRecord`` played with frames recorded, one captioned frame per step."""
+    if any(step.frame is None for step in record.steps):
+        raise ValueError("the episode was played without frames: play it with record_frames=True")
+    captions = [step_caption(index, step) for index, step in enumerate(record.steps)]
+    return write_replay([step.frame for step in record.steps], captions, path, fps=fps)
 
 
 # ------------------------------------------------------------------------------------------ plots

@@ -1,4 +1,4 @@
-"""Publishing a trained model folder (and optionally checkpoints) to the Hugging Face Hub.
+"""Publishing a trained model folder (and optionally checkpoints) to the Hugging Face Hub, and the demo's Space.
 
 The endpoint is huggingface_hub's (``HF_ENDPOINT``, default https://huggingface.co) unless one is given,
 and the token too (``HF_TOKEN`` or ``hf auth login``). Every failure to reach the Hub or have it accept a
@@ -52,6 +52,28 @@ def push_folder(
             path_in_repo=path_in_repo,
             repo_type="model",
             commit_message=commit_message,
+        )
+    return url
+
+
+def push_space(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload Thought Cloning demo",
+    endpoint: str | None = None,
+) -> str:
+    """Create (or reuse) the Gradio Space ``repo_id`` and upload ``folder`` to it; return the Space's URL."""
+    check_repo_id(repo_id)
+    api = HfApi(endpoint=endpoint, token=token)
+    with _hub_errors(repo_id, endpoint):
+        url = str(
+            api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        )
+        api.upload_folder(
+            repo_id=repo_id, folder_path=Path(folder), repo_type="space", commit_message=commit_message
         )
     return url
 
