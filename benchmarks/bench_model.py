@@ -49,17 +49,17 @@ def step_by_step_loss(model: ThoughtCloningModel, batch: dict[str, torch.Tensor]
     total = torch.zeros(())
     for t in range(steps):
         visual = model.visual_encoder(images[:, t])
-        mission = model._encode_text(mission_ids, "mission")
+        mission = model.text_reader.encode(mission_ids, "mission")
         thought = None
         if config.has_thought_generator:
-            previous_ids = thought_ids[:, t - 1] if t > 0 else model._bos_rows(size, images.device)
-            previous = model._encode_text(previous_ids, "thought")
+            previous_ids = thought_ids[:, t - 1] if t > 0 else memory.previous_thought_ids
+            previous = model.text_reader.encode(previous_ids, "thought")
             upper_hidden, upper_cell, history_hidden, history_cell = model.thought_generator.step(
                 visual, mission, previous, memory
             )
-            thought = model._encode_text(thought_ids[:, t], "thought")
+            thought = model.text_reader.encode(thought_ids[:, t], "thought")
             word_logits, _ = model.thought_generator.decode(
-                model._decoder_inputs(thought_ids[:, t]), upper_hidden, upper_cell
+                model.upper_level.decoder_inputs(thought_ids[:, t]), upper_hidden, upper_cell
             )
             targets = thought_targets(thought_ids[:, t], config.eos_token_id, config.pad_token_id)
             targets = targets.masked_fill(~valid[:, t, None], IGNORE_INDEX)

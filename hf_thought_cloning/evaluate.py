@@ -24,8 +24,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dataset_builder.traces import ACTION_NAMES, format_trace
-
 SUITE_CHOICES = ("in-distribution", "ood", "fads", "precrime", "steering", "all")
 THOUGHT_SUITES = ("fads", "precrime", "steering")
 VERSIONED_PACKAGES = ("hf-thought-cloning", "torch", "transformers", "gymnasium", "minigrid", "numpy")
@@ -75,26 +73,28 @@ def parse_arguments(argv: list[str] | None) -> EvaluateArguments:
 
 
 # ------------------------------------------------------------------------------------------ loading
-def load_model(arguments: EvaluateArguments):
+def load_model(model_id: str, device: str = "auto"):
+    """``(model, processor)`` of a model folder or Hub id, in eval mode on ``device``; UsageError (naming the
+    problem and the fix) when it cannot be loaded or is not a Thought Cloning model."""
     import torch
     from transformers import AutoModel, AutoProcessor
 
     import hf_thought_cloning  # noqa: F401  (registers the Auto classes)
 
-    path = Path(arguments.model)
+    path = Path(model_id)
     if not path.exists():
         from huggingface_hub.utils import HFValidationError, validate_repo_id
 
         try:
-            validate_repo_id(arguments.model)
+            validate_repo_id(model_id)
         except HFValidationError:
             raise UsageError(
-                f"--model {arguments.model}: no such folder, and not a Hub model id (ORG/NAME): give the model/ "
+                f"model {model_id}: no such folder, and not a Hub model id (ORG/NAME): give the model/ "
                 "folder written by train/run.py, or a Hub id"
             ) from None
     else:
         if not path.is_dir():
-            raise UsageError(f"--model {arguments.model} is a file: give a model folder or a Hub id")
+            raise UsageError(f"model {model_id} is a file: give a model folder or a Hub id")
         missing = [name for name in ("config.json", "tokenizer.json") if not (path / name).is_file()]
         if not any(path.glob("*.safetensors")):
             missing.append("model.safetensors")
@@ -103,21 +103,20 @@ def load_model(arguments: EvaluateArguments):
                 f"model folder {path} is missing {', '.join(missing)} "
                 "(save both the model and its processor with save_pretrained)"
             )
-    device = arguments.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        model = AutoModel.from_pretrained(arguments.model, trust_remote_code=False)
-        processor = AutoProcessor.from_pretrained(arguments.model, trust_remote_code=False)
+        model = AutoModel.from_pretrained(model_id, trust_remote_code=False)
+        processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=False)
     except (OSError, ValueError) as error:
         message = " ".join(str(error).split())  # one line (transformers' messages span several)
         # The model's own refusals already name the folder and the fix.
-        raise UsageError(message if arguments.model in message else f"cannot load model {arguments.model!r}: {message}") from None
+        raise UsageError(message if model_id in message else f"cannot load model {model_id!r}: {message}") from None
     if getattr(model.config, "model_type", None) != "thought_cloning":
-        raise UsageError(f"{arguments.model} is a {model.config.model_type!r} model, not thought_cloning")
+        raise UsageError(f"{model_id} is a {model.config.model_type!r} model, not thought_cloning")
     if processor.tokenizer.get_vocab() != {word: index for index, word in enumerate(model.config.vocabulary)}:
         raise UsageError(
-            f"the tokenizer of {arguments.model} (tokenizer.json) does not have the model's vocabulary (config.json) "
+            f"the tokenizer of {model_id} (tokenizer.json) does not have the model's vocabulary (config.json) "
             "in the same order: one of them was edited; use the files saved with the weights"
         )
     try:
@@ -323,7 +322,7 @@ def write_artifacts(arguments: EvaluateArguments, model, processor, evaluation: 
 
     artifacts: dict = {}
     if arguments.replay:
-        from hf_thought_cloning.evaluation.replays import write_replay
+        from hf_thought_cloning.evaluation.replays import write_episode_replay
 
         # A successful episode shows what the agent learned (the first held-out seed when none succeeded).
         successful = evaluation["suites"].get("in-distribution", {}).get("successful_seeds") or []
@@ -333,16 +332,11 @@ def write_artifacts(arguments: EvaluateArguments, model, processor, evaluation: 
             model, processor, arguments.level, [seed], num_envs=1, sample=not arguments.argmax,
             action_seed=arguments.seed, max_steps=arguments.max_steps, record_frames=True,
         )  # fmt: skip
-        captions = [
-            f"{index}: {step.thought if step.thought is not None else '(no thought)'} -> {ACTION_NAMES[step.action]}"
-            for index, step in enumerate(record.steps)
-        ]
-        path = write_replay([step.frame for step in record.steps], captions, folder / "replay.gif")
+        path = write_episode_replay(record, folder / "replay.gif")
         if model.config.has_thought_generator:
             outcome = "success" if record.success else "failure"
             print(f"thought trace of {arguments.level} seed {seed} ({outcome}, {record.length} steps):")
-            print(format_trace(record.mission, [step.thought or "" for step in record.steps],
-                               [step.action for step in record.steps]))  # fmt: skip
+            print(record.readable_trace())
         artifacts["replay"] = {
             "path": path.name,
             "level": arguments.level,
@@ -408,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_output(arguments)
         check_card(arguments)
-        model, processor = load_model(arguments)
+        model, processor = load_model(arguments.model, arguments.device)
         plan = make_plan(arguments, model)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)

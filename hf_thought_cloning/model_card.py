@@ -402,8 +402,6 @@ def _build_card(folder: Path, training: Mapping[str, Any], results: list[dict] |
         num_parameters_text=f"{training['num_parameters']:,}",
         config_rows=_config_rows(config),
         model_ref=model_ref,
-        vlm_ref=vlm or "<the VLM checkpoint>",
-        act_extra=", vlm_prompter=prompter" if variant == "vlm-upper-level" else "",
         dataset_hub_id=hub_id,
         dataset_path=str(dataset["path_or_id"]),
         dataset_rows=dataset_rows,

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from conftest import TINY, break_model_folder
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, BertConfig
 
 from dataset_builder.episodes import make_env, reset_quietly, run_episode
@@ -84,7 +84,8 @@ def test_paper_config_parameter_counts():
 
 def test_behavioral_cloning_has_no_upper_level():
     model = tiny_model(ThoughtCloningConfig.behavioral_cloning(**TINY))
-    assert model.thought_generator is None and not hasattr(model, "thought_encoder")
+    assert not hasattr(model, "thought_generator") and not hasattr(model, "thought_encoder")
+    assert type(model.upper_level).__name__ == "NoThoughtGenerator"
     output = model(**{k: v for k, v in batch().items() if k != "thought_input_ids"})
     assert output.thought_loss is None and output.thought_logits is None
     assert torch.allclose(output.loss, output.action_loss - 0.01 * output.entropy)
@@ -342,7 +343,7 @@ def test_act_on_real_environments_and_steering():
     steered = model.act(inputs, memory, thought=["go to red ball", None], sample=False)
     hook.remove()
     assert steered.thoughts == ["go to red ball", generated.thoughts[1]]
-    injected_tokens, _ = model._encode_text(model.text_to_ids(["go to red ball"]), "thought")
+    injected_tokens, _ = model.text_reader.encode(model.text_to_ids(["go to red ball"]), "thought")
     torch.testing.assert_close(seen[1][0, : injected_tokens.shape[1]], injected_tokens[0])
     assert not torch.equal(seen[0][0], seen[1][0])  # the lower level read a different thought
     assert not torch.allclose(steered.action_logits[0], generated.action_logits[0])
@@ -521,21 +522,26 @@ def test_folder_saved_before_checksums_still_loads_with_a_warning(tmp_path, capl
         loaded.load_state_dict({**state, "vocabulary_checksum": torch.zeros(32, dtype=torch.uint8)})
 
 
-def test_remote_code_route_without_the_package(tmp_path):
-    model = tiny_model()
+@pytest.mark.parametrize("variant", ["native", "tiny_bert"])
+def test_remote_code_route_without_the_package(tmp_path, variant):
+    model = tiny_model(tiny_bert_config() if variant == "tiny_bert" else None)
     model.save_pretrained(tmp_path)
     processor().save_pretrained(tmp_path)
     config_text = (tmp_path / "config.json").read_text()
     assert '"AutoModel": "modeling_thought_cloning.ThoughtCloningModel"' in config_text
+    # The model's code travels with it: every module it imports relatively.
+    assert {"layers_thought_cloning.py", "upper_levels_thought_cloning.py"} <= {p.name for p in tmp_path.glob("*.py")}
     inputs = batch(steps=4)
     with torch.no_grad():
         expected = model(**inputs).action_logits
-    torch.save({"inputs": dict(inputs), "expected": expected}, tmp_path / "check.pt")
+    check = {**{f"inputs.{k}": v.contiguous() for k, v in inputs.items()}, "expected": expected}
+    save_file(check, tmp_path / "check.safetensors")
     script = f"""
 import sys
 sys.modules["hf_thought_cloning"] = None  # the package cannot be imported
 sys.modules["dataset_builder"] = None
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoProcessor, AutoTokenizer
 folder = {str(tmp_path)!r}
 model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
@@ -543,9 +549,10 @@ tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
 processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
 for obj in (model, tokenizer, processor):
     assert type(obj).__module__.startswith("transformers_modules"), type(obj).__module__
-check = torch.load(folder + "/check.pt")
+check = load_file(folder + "/check.safetensors")
+inputs = {{k.removeprefix("inputs."): v for k, v in check.items() if k.startswith("inputs.")}}
 with torch.no_grad():
-    assert torch.equal(model(**check["inputs"]).action_logits, check["expected"])
+    assert torch.equal(model(**inputs).action_logits, check["expected"])
 import numpy as np
 observation = {{"image": np.zeros((7, 7, 3), dtype=np.uint8), "mission": "go to the red ball"}}
 print(model.act(processor(observation), sample=False).thoughts)

