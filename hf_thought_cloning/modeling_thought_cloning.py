@@ -454,8 +454,11 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
         # The first FiLM block of each level convolves the visual map before modulating it: all frames at once.
         lower_convolved = self.action_generator.film.blocks[0].convolve(flat_visual).unflatten(0, (batch, steps))
         mission = self.text_reader.encode_each(mission_input_ids, "mission")
-        inputs = SequenceInputs(images, flat_visual, mission, mission_input_ids, thought_input_ids, memory, step_mask,
-                                teacher_forcing, vlm_inputs)  # fmt: skip
+        # Per-step views made once, shared by both levels: indexing [:, t] in the loop would make autograd write a
+        # zero-filled (B, T, ...) gradient for every step, quadratic in the window length.
+        visual_steps, lower_convolved_steps = visual.unbind(1), lower_convolved.unbind(1)
+        inputs = SequenceInputs(images, flat_visual, visual_steps, mission, mission_input_ids, thought_input_ids,
+                                memory, step_mask, teacher_forcing, vlm_inputs)  # fmt: skip
         self.upper_level.check_forward(inputs, wants_loss=actions is not None)
         sequence = self.upper_level.sequence(inputs)
 
@@ -466,7 +469,7 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
                 memory = self.reset_memory(memory, starts)
             thought, upper_memory = sequence.step(t, memory, starts)
             logits, lower_hidden, lower_cell = self.action_generator.step(
-                visual[:, t], mission, thought, memory.lower_hidden, memory.lower_cell, lower_convolved[:, t]
+                visual_steps[t], mission, thought, memory.lower_hidden, memory.lower_cell, lower_convolved_steps[t]
             )
             action_logits.append(logits)
             memory = ThoughtCloningMemory(lower_hidden=lower_hidden, lower_cell=lower_cell, **upper_memory)

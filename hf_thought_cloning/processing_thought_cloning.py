@@ -28,6 +28,7 @@ __all__ = ["ThoughtCloningProcessor", "VLMThoughtPrompter"]
 
 UNKNOWN_WORD_POLICIES = ("error", "unk")
 IGNORE_INDEX = -100
+TEXT_CACHE_SIZE = 65_536  # distinct texts remembered by encode_texts (missions and thoughts)
 DEFAULT_VLM_TEMPLATE = "Mission : {mission} Previous : {previous} Thought :"
 PROMPTER_FILE = "prompter_config.json"
 PROMPTER_FORMAT = "hf-thought-cloning/vlm-prompter"
@@ -54,15 +55,23 @@ class ThoughtCloningProcessor(ProcessorMixin):
     def encode_texts(self, texts: Sequence[str], kind: str = "text") -> torch.LongTensor:
         """Word ids (N, L), padded with 0, each distinct string tokenized once; no bos/eos."""
         distinct = list(dict.fromkeys(texts))
+        # Rollouts encode the same missions at every step: each text is tokenized once per processor.
+        cache = self.__dict__.setdefault("_encoded_texts", {})
+        new = [text for text in distinct if text not in cache]
+        if new:
+            if len(cache) + len(new) > TEXT_CACHE_SIZE:
+                cache.clear()
+            encoded = self.tokenizer(new, add_special_tokens=False)["input_ids"]
+            cache.update((text, (ids, self.tokenizer.unknown_words(text))) for text, ids in zip(new, encoded, strict=True))
         if self.unknown_words == "error":
             for text in distinct:
-                unknown = self.tokenizer.unknown_words(text)
+                unknown = cache[text][1]
                 if unknown:
                     raise ValueError(
                         f"{kind} {text!r} has words outside the vocabulary: {unknown} "
                         "(use ThoughtCloningProcessor(unknown_words='unk') to map them to <unk>)"
                     )
-        encoded = self.tokenizer(distinct, add_special_tokens=False)["input_ids"]
+        encoded = [cache[text][0] for text in distinct]
         width = max([1, *map(len, encoded)])
         table = torch.zeros(len(distinct), width, dtype=torch.long)
         for row, ids in enumerate(encoded):

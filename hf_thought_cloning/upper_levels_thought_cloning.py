@@ -265,6 +265,7 @@ class SequenceInputs:
 
     images: torch.LongTensor  # (B, T, 7, 7, 3)
     flat_visual: torch.FloatTensor  # (B * T, C, 7, 7), the shared visual encoder's maps
+    visual_steps: tuple[torch.FloatTensor, ...]  # the same maps per step: T views of (B, C, 7, 7)
     mission: Features  # (B, L, D) the reader's mission features
     mission_ids: torch.LongTensor  # (B, L)
     thought_ids: torch.LongTensor | None  # (B, T, L) the demonstrator's thoughts, trailing padding trimmed
@@ -484,16 +485,15 @@ class _PaperSequence(ThoughtSequence):
     def __init__(self, level: PaperThoughtGenerator, inputs: SequenceInputs):
         self.level, self.inputs, self.mission = level, inputs, inputs.mission
         batch, steps = inputs.images.shape[:2]
-        self.convolved = (
-            level.network.film.blocks[0].convolve(inputs.flat_visual).unflatten(0, (batch, steps))
-        )
-        self.visual = inputs.flat_visual.unflatten(0, (batch, steps))
+        # Per-step views made once (see ThoughtCloningModel.forward: [:, t] in the loop is quadratic in backward).
+        self.convolved = level.network.film.blocks[0].convolve(inputs.flat_visual).unflatten(0, (batch, steps)).unbind(1)
+        self.visual = inputs.visual_steps
         self.keys_values = level.network.mission_keys_values(inputs.mission[0])
 
     def step_memory(
         self, t: int, previous: Features, memory: ThoughtCloningMemory
     ) -> tuple[torch.FloatTensor, ...]:
-        return self.level.network.step(self.visual[:, t], self.mission, previous, memory, self.convolved[:, t],
+        return self.level.network.step(self.visual[t], self.mission, previous, memory, self.convolved[t],
                                        self.keys_values)  # fmt: skip
 
 

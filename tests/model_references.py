@@ -2,11 +2,12 @@
 
     python tests/model_references.py          # (re)writes tests/data/model-references.safetensors
 
-The file was written by the code before the upper levels became swappable components (issue 12);
+The file was written by the code before the upper levels became swappable components (issue 12), commit
+eb99ab3 (``git worktree add /tmp/before eb99ab3 && PYTHONPATH=/tmp/before python tests/model_references.py``);
 tests/test_model_references.py recomputes the same outputs and requires them bit-identical. Cases: the
 shipped checkpoint (forward with teacher forcing on and off, act with and without an injected thought,
 sampled rollouts) and freshly initialised tiny models of each variant (seed 0, so the initialisation is
-covered too). Regenerate only for an intended change of behaviour, and say so in the commit.
+covered too), with the gradient of the loss for every parameter of the native ones (teacher forcing on and off). Regenerate only for an intended change of behaviour, and say so in the commit.
 """
 
 from __future__ import annotations
@@ -73,6 +74,17 @@ def _forward(out: dict, name: str, model, batch: dict, teacher_forcing: bool) ->
         out[f"{tag}/memory/{key}"] = value
 
 
+def _gradients(out: dict, name: str, model, batch: dict, teacher_forcing: bool) -> None:
+    """The gradient of the loss for every parameter (tiny native models only: the file stays small)."""
+    model.zero_grad(set_to_none=True)
+    model(**batch, teacher_forcing=teacher_forcing).loss.backward()
+    tag = f"{name}/gradients-{'tf' if teacher_forcing else 'free'}"
+    for parameter_name, parameter in model.named_parameters():
+        if parameter.grad is not None:
+            out[f"{tag}/{parameter_name}"] = parameter.grad.detach().clone()
+    model.zero_grad(set_to_none=True)
+
+
 def _act(out: dict, name: str, model, processor) -> None:
     from dataset_builder.episodes import make_env, reset_quietly
 
@@ -135,6 +147,11 @@ def compute_references() -> dict[str, torch.Tensor]:
             _forward(out, name, model, batch, True)
         if model.config.has_thought_generator:
             _forward(out, name, model, batch, False)
+        if name in ("native", "bc"):  # the paper's upper level and none; the file stays small
+            if model.config.thought_channel == "words":
+                _gradients(out, name, model, batch, True)
+            if model.config.has_thought_generator:
+                _gradients(out, name, model, batch, False)
         _act(out, name, model, processor)
     return {key: value.clone().contiguous() for key, value in out.items()}
 
