@@ -7,6 +7,8 @@ the same process. ``model cost / env cost`` at a batch is (time with the model -
 the same number of steps: below 1 means the batched model costs less than the environments themselves.
 
     python benchmarks/bench_rollout.py --size small --level BabyAI-MiniBossLevel-v0
+    python benchmarks/bench_rollout.py --model checkpoints/thought-cloning-minibosslevel-2m-frames \
+        --level BabyAI-BossLevel-v0 --max-steps 64   # a trained model: thoughts stop at <eos>
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--size", default="small", choices=sorted(MODEL_SIZES))
+    parser.add_argument("--model", default=None, help="a trained model folder (instead of a random --size model)")
     parser.add_argument("--level", default="BabyAI-MiniBossLevel-v0")
     parser.add_argument("--batches", default="1,16,64")
     parser.add_argument("--rounds", type=int, default=2, help="seeds per environment")
@@ -67,12 +70,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = ThoughtCloningModel(ThoughtCloningConfig(**MODEL_SIZES[args.size])).eval()
-    processor = ThoughtCloningProcessor(ThoughtCloningTokenizer())
+    if args.model:
+        model = ThoughtCloningModel.from_pretrained(args.model).eval()
+        processor = ThoughtCloningProcessor.from_pretrained(args.model)
+    else:
+        model = ThoughtCloningModel(ThoughtCloningConfig(**MODEL_SIZES[args.size])).eval()
+        processor = ThoughtCloningProcessor(ThoughtCloningTokenizer())
     parameters = sum(p.numel() for p in model.parameters())
     print(
         f"# {datetime.date.today()} {platform.processor() or platform.machine()} torch threads={args.threads} "
-        f"model={args.size} ({parameters:,} parameters) level={args.level} max_steps={args.max_steps}"
+        f"model={args.model or args.size} ({parameters:,} parameters) level={args.level} max_steps={args.max_steps}"
     )
     print("| num_envs | bare env steps/s | steps/s with model | model cost / env cost |")
     print("|---|---|---|---|")
