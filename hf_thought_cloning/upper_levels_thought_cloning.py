@@ -698,14 +698,13 @@ class VLMThoughtGenerator(UpperLevel):
         if not inputs.vlm_inputs:
             return None
         model_inputs = {name: value for name, value in inputs.vlm_inputs.items() if name != "labels"}
-        logits = self.vlm(**model_inputs).logits
-        labels = inputs.vlm_inputs["labels"]
-        return F.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(),
-            labels[:, 1:].flatten(),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
+        # The LM head runs on the positions that predict a thought token only: the prompt's positions would
+        # cost (steps x prompt length x the VLM's vocabulary) logits, most of the memory of a batch.
+        hidden = self.vlm.model(**model_inputs).last_hidden_state
+        targets = inputs.vlm_inputs["labels"][:, 1:]
+        predicting = targets != IGNORE_INDEX
+        logits = self.vlm.lm_head(hidden[:, :-1][predicting])
+        return F.cross_entropy(logits.float(), targets[predicting], reduction="sum")
 
     def generate(self, images: torch.LongTensor, mission_ids: torch.LongTensor, previous_ids: torch.LongTensor,
                  vlm_prompter: Any = None) -> torch.LongTensor:  # fmt: skip

