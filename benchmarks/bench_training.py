@@ -94,6 +94,7 @@ SETTINGS = {"1 process x 1 thread": (1, 1), "1 process x 2 threads": (1, 2), "2 
 # variant, teacher forcing on?
 AGENTS = {"TC, teacher forcing on": ("thought-cloning", True), "TC, teacher forcing off": ("thought-cloning", False),
           "BC": ("behavioral-cloning", False)}  # fmt: skip
+AGENT_NAMES = dict(zip(("tc", "tc-free", "bc"), AGENTS, strict=True))  # --agents
 
 
 def fp32_flops_per_cycle() -> tuple[int, str]:
@@ -204,7 +205,8 @@ def settings_mode(options: argparse.Namespace) -> None:
     print("| code | agent | setting | frames/s | MFLOP/frame | share of the cores' peak | vs the first row of its agent |")
     print("|---|---|---|---|---|---|---|")
     try:
-        for agent, (variant, teacher_forcing) in AGENTS.items():
+        for agent in (AGENT_NAMES[name] for name in options.agents.split(",")):
+            variant, teacher_forcing = AGENTS[agent]
             first = None
             for code, tree in trees.items():
                 flops = flops_per_frame(tree, options.dataset, variant, teacher_forcing, options.batch_size)
@@ -225,6 +227,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=("pipeline", "settings"), default="pipeline")
     parser.add_argument("--baseline", default=None, help="--mode settings: also run the code of this git ref")
+    parser.add_argument("--agents", default="tc,tc-free,bc", help="--mode settings: of tc, tc-free, bc")
     parser.add_argument("--dataset", default="outputs/quickstart/minibosslevel-thoughts")
     parser.add_argument("--sizes", default="quickstart,paper")
     parser.add_argument("--variants", default="thought-cloning,behavioral-cloning")
