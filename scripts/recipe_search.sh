@@ -17,7 +17,8 @@ RECIPE="${RECIPE:-outputs/recipe}"
 DATA="${DATA:-outputs/study/minibosslevel-thoughts}"
 NICE="${NICE:-10}"
 THREADS="${THREADS:-1}"
-TRIALS="${TRIALS:-tc-base bc-base tc-tf-short bc-lr2e-3 tc-lr2e-3 bc-bs32 tc-tlw1 bc-mem256 tc-mem256 tc-bs32 tc-tf-sample tc-tlw4}"
+TRIALS="${TRIALS:-tc-base bc-base tc-tf-short bc-lr2e-3 tc-lr2e-3 bc-bs32 tc-tlw1 bc-mem256 tc-mem256 tc-bs32 tc-tf-sample
+    tc-tlw4 bc-bs16 tc-bs16 bc-bs32-lr5e-4 tc-bs32-lr5e-4}"
 
 flags_of() {  # the one change each trial makes
     case "$1" in
@@ -29,7 +30,11 @@ flags_of() {  # the one change each trial makes
         tc-tlw4) echo "--variant thought-cloning --thought_loss_weight 4" ;;
         tc-bs32) echo "--variant thought-cloning --batch_size 32" ;;
         tc-mem256) echo "--variant thought-cloning --memory_dim 256" ;;
+        tc-bs16) echo "--variant thought-cloning --batch_size 16" ;;
+        tc-bs32-lr5e-4) echo "--variant thought-cloning --batch_size 32 --learning_rate 0.0005" ;;
         bc-base) echo "--variant behavioral-cloning" ;;
+        bc-bs16) echo "--variant behavioral-cloning --batch_size 16" ;;
+        bc-bs32-lr5e-4) echo "--variant behavioral-cloning --batch_size 32 --learning_rate 0.0005" ;;
         bc-lr2e-3) echo "--variant behavioral-cloning --learning_rate 0.002" ;;
         bc-bs32) echo "--variant behavioral-cloning --batch_size 32" ;;
         bc-mem256) echo "--variant behavioral-cloning --memory_dim 256" ;;
