@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-STAMP=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+STAMP=.venv/.installed-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)  # what to install changed: reinstall
 if [[ -f "$STAMP" ]]; then
   exit 0
 fi
