@@ -49,14 +49,15 @@ class ThoughtCloningProcessor(ProcessorMixin):
         if unknown_words not in UNKNOWN_WORD_POLICIES:
             raise ValueError(f"unknown_words must be one of {UNKNOWN_WORD_POLICIES}, got {unknown_words!r}")
         self.unknown_words = unknown_words
+        # Rollouts encode the same missions at every step: each text is tokenized once per processor.
+        self._encoded_texts: dict[str, tuple[list[int], list[str]]] = {}
         super().__init__(tokenizer, **kwargs)
 
     # ------------------------------------------------------------------------------------------- text
     def encode_texts(self, texts: Sequence[str], kind: str = "text") -> torch.LongTensor:
         """Word ids (N, L), padded with 0, each distinct string tokenized once; no bos/eos."""
         distinct = list(dict.fromkeys(texts))
-        # Rollouts encode the same missions at every step: each text is tokenized once per processor.
-        cache = self.__dict__.setdefault("_encoded_texts", {})
+        cache = self._encoded_texts
         new = [text for text in distinct if text not in cache]
         if new:
             if len(cache) + len(new) > TEXT_CACHE_SIZE:

@@ -171,3 +171,30 @@ def trainer_module():
     sys.modules["train_run"] = module  # HfArgumentParser resolves the dataclass's annotations through it
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def demo_url():
+    """The demo app (shipped agent) served on 127.0.0.1 for the module's tests: its URL."""
+    from demo.app import build_app
+
+    app = build_app()
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+def steer_first_row(model, inputs, memory):
+    """Act on ``inputs`` twice, generated and with "go to red ball" injected in row 0; check the injected words
+    reached the lower level and changed row 0's action. Returns (generated, steered, what the lower level read)."""
+    seen = []
+    hook = model.action_generator.thought_pool.register_forward_hook(lambda module, args, out: seen.append(args[1]))
+    generated = model.act(inputs, memory, sample=False)
+    steered = model.act(inputs, memory, thought=["go to red ball", None], sample=False)
+    hook.remove()
+    assert steered.thoughts == ["go to red ball", generated.thoughts[1]]
+    injected, _ = model.text_reader.encode(model.text_to_ids(["go to red ball"]), "thought")
+    torch.testing.assert_close(seen[1][0, : injected.shape[1]], injected[0])
+    assert not torch.allclose(steered.action_logits[0], generated.action_logits[0])  # it acted on the injection
+    return generated, steered, seen

@@ -9,31 +9,21 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 from gradio_client import Client
 from PIL import Image
 
 from dataset_builder.episodes import make_env, reset_quietly
 from dataset_builder.thoughts import ThoughtBot
-from demo.app import DEFAULT_LEVEL, build_app, cached_model, default_model
+from demo.app import DEFAULT_LEVEL, cached_model, default_model
 from hf_thought_cloning.rollouts import OracleThoughts, run_episodes
 
 SEED = 0
 
 
-@pytest.fixture(scope="module")
-def server():
-    app = build_app()
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    app.close()
-
-
 @pytest.fixture
-def client(server) -> Client:
+def client(demo_url) -> Client:
     """A fresh visitor (its own session) per test."""
-    return Client(server, verbose=False)
+    return Client(demo_url, verbose=False)
 
 
 def new_episode(client: Client, seed: str = str(SEED), level: str = DEFAULT_LEVEL, *, model: str | None = None,

@@ -12,9 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, free_port
-
-from demo.app import build_app
+from conftest import REPO_ROOT
 
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 SCREENSHOT = REPO_ROOT / "docs" / "images" / "demo.png"
@@ -23,20 +21,11 @@ TIMEOUT_MS = 60_000
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def page_url():
-    app = build_app()
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    app.close()
-
-
 def steps_done(page) -> int:
     return int(re.search(r"steps done: (\d+)", page.locator("#episode").inner_text()).group(1))
 
 
-def test_a_person_steps_the_agent_and_reads_its_thought(page_url, tmp_path):
+def test_a_person_steps_the_agent_and_reads_its_thought(demo_url, tmp_path):
     if not CHROMIUM.is_file():
         pytest.skip(f"no chromium at {CHROMIUM}: apt-get install -y chromium")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[browser]' (Playwright)")
@@ -46,7 +35,7 @@ def test_a_person_steps_the_agent_and_reads_its_thought(page_url, tmp_path):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(page_url, timeout=TIMEOUT_MS)
+            page.goto(demo_url, timeout=TIMEOUT_MS)
             expect = sync_api.expect
             expect(page.locator("#episode")).to_contain_text("steps done: 0", timeout=TIMEOUT_MS)  # loaded
             thought_box = page.locator("#agent-thought textarea")

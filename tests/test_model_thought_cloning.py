@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY, break_model_folder
+from conftest import TINY, break_model_folder, steer_first_row
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoTokenizer, BertConfig
 
@@ -335,18 +335,8 @@ def test_act_on_real_environments_and_steering():
     assert acted.actions.shape == (2,) and torch.allclose(acted.action_probs.sum(-1), torch.ones(2))
     assert len(acted.thoughts) == 2 and acted.thought_ids.shape[1] <= model.config.max_thought_length
 
-    seen = []
-    hook = model.action_generator.thought_pool.register_forward_hook(
-        lambda module, args, out: seen.append(args[1])
-    )
-    generated = model.act(inputs, memory, sample=False)
-    steered = model.act(inputs, memory, thought=["go to red ball", None], sample=False)
-    hook.remove()
-    assert steered.thoughts == ["go to red ball", generated.thoughts[1]]
-    injected_tokens, _ = model.text_reader.encode(model.text_to_ids(["go to red ball"]), "thought")
-    torch.testing.assert_close(seen[1][0, : injected_tokens.shape[1]], injected_tokens[0])
+    generated, steered, seen = steer_first_row(model, inputs, memory)
     assert not torch.equal(seen[0][0], seen[1][0])  # the lower level read a different thought
-    assert not torch.allclose(steered.action_logits[0], generated.action_logits[0])
     torch.testing.assert_close(steered.action_logits[1], generated.action_logits[1])
     assert torch.equal(steered.memory.previous_thought_ids[0, :4], model.text_to_ids(["go to red ball"])[0])
 

@@ -6,7 +6,7 @@ import functools
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, steer_first_row
 from tiny_vlms import FAMILIES, save_tiny_vlm
 from transformers import AutoModel
 
@@ -169,20 +169,7 @@ def test_words_outside_our_vocabulary_reach_the_lower_level_as_unk(vlm_root):
 def test_steering_a_vlm_agent_changes_what_its_lower_level_reads_and_does(vlm_root):
     model = tiny_vlm_agent(vlm_root).eval()
     inputs = observations()
-    memory = model.initial_memory(2)
-    seen = []
-    hook = model.action_generator.thought_pool.register_forward_hook(
-        lambda module, args, out: seen.append(args[1])
-    )
-    generated = model.act(inputs, memory, sample=False)
-    steered = model.act(inputs, memory, thought=["go to red ball", None], sample=False)
-    hook.remove()
-    assert steered.thoughts == ["go to red ball", generated.thoughts[1]]
-    injected, _ = model.text_reader.encode(model.text_to_ids(["go to red ball"]), "thought")
-    torch.testing.assert_close(seen[1][0, : injected.shape[1]], injected[0])
-    assert not torch.allclose(
-        steered.action_logits[0], generated.action_logits[0]
-    )  # it acted on the injection
+    generated, steered, _ = steer_first_row(model, inputs, model.initial_memory(2))
     torch.testing.assert_close(steered.action_logits[1], generated.action_logits[1])
     assert torch.equal(steered.memory.previous_thought_ids[0, :4], model.text_to_ids(["go to red ball"])[0])
 
