@@ -20,14 +20,14 @@
 # each) take the next unclaimed item, train it, then evaluate it. No new item is started after DEADLINE
 # (a `date` string; unset: none), so a time-boxed session ends with finished, evaluated runs.
 #
-# Settings (environment): DATA, STUDY, RUNS, WORKERS (2), THREADS (1), ID_EPISODES (200), OOD_EPISODES
+# Settings (environment): CONFIG (train/configs/study_cpu.yaml; study_5m.yaml for the 5M-frame comparison), DATA, STUDY, RUNS, WORKERS (2), THREADS (1), ID_EPISODES (200), OOD_EPISODES
 # (10 per bin; also the episodes of the thought suites), STEERING_EPISODES (100; TC agents), NUM_ENVS (50),
 # DEADLINE, HUB_ORG (hf-thought-cloning).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=.venv/bin/python
-CONFIG=train/configs/study_cpu.yaml
+CONFIG="${CONFIG:-train/configs/study_cpu.yaml}"
 STUDY="${STUDY:-outputs/study}"
 DATA="${DATA:-$STUDY/minibosslevel-thoughts}"
 RUNS="${RUNS:-tc-0 bc-0 tc-1 bc-1 nts-0 te-0 tc-2 bc-2 nts-1 te-1}"
