@@ -26,3 +26,16 @@ def test_padding_columns_beyond_the_longest_thought_are_trimmed_like_the_model()
     assert thought_word_matches(logits[:, :, :2], ids, mask, EOS, PAD) == (3, 5)
     # Masked steps are not counted.
     assert thought_word_matches(logits, ids, torch.tensor([[True, False]]), EOS, PAD) == (3, 3)
+
+
+def test_without_teacher_forcing_a_thought_ends_at_its_own_eos():
+    # Target "5 6" then eos; the free-running decoder writes "5" eos and then (after its thought ended) "eos".
+    ids = torch.tensor([[[5, 6, PAD]]])
+    mask = torch.tensor([[True]])
+    logits = logits_for([[[5, EOS, EOS]]])
+    # Teacher-forced logits score every position on its own: 5 and the final eos are right.
+    assert thought_word_matches(logits, ids, mask, EOS, PAD) == (2, 3)
+    # Free running, the thought "5" ended at position 1: the eos predicted after it is not part of it.
+    assert thought_word_matches(logits, ids, mask, EOS, PAD, free_running=True) == (1, 3)
+    # An exact free-running thought scores fully.
+    assert thought_word_matches(logits_for([[[5, 6, EOS]]]), ids, mask, EOS, PAD, free_running=True) == (3, 3)

@@ -609,7 +609,8 @@ def main(argv: list[str] | None = None) -> None:
                     window_metrics["thought_loss"] += float(output.thought_loss) * valid
                 if output.thought_logits is not None:
                     correct, counted = thought_word_matches(output.thought_logits, window["thought_input_ids"], mask,
-                                                            unwrapped.config.eos_token_id, unwrapped.config.pad_token_id)  # fmt: skip
+                                                            unwrapped.config.eos_token_id, unwrapped.config.pad_token_id,
+                                                            free_running=not teacher_forcing)  # fmt: skip
                     window_metrics["words_correct"] += correct
                     window_metrics["words"] += counted
         # A non-finite loss on any process stops every process before the weights change.

@@ -29,8 +29,9 @@ from typing import Any
 
 import torch
 
-from ..modeling_thought_cloning import IGNORE_INDEX, ThoughtCloningModel, thought_targets, trim_padding
+from ..modeling_thought_cloning import IGNORE_INDEX, ThoughtCloningModel
 from ..processing_thought_cloning import ThoughtCloningProcessor
+from ..training.metrics import thought_word_positions
 
 __all__ = ["changed_steps", "check_scorable", "load_episodes", "main", "step_matches", "thought_accuracy"]
 
@@ -101,22 +102,9 @@ def step_matches(
         raise ValueError(
             f"the model returned no thought logits to score (upper_level={config.upper_level!r})"
         )
-    step_mask = batch["step_mask"]
-    # The targets of the ids as the model reads them: trailing padding columns trimmed over the whole batch.
-    ids = batch["thought_input_ids"]
-    ids = trim_padding(ids.flatten(0, 1), config.pad_token_id).unflatten(0, ids.shape[:2])
-    targets = thought_targets(ids, config.eos_token_id, config.pad_token_id)[step_mask]
-    # thought_logits[..., j, :] predicts target j (teacher forced: after <bos> and the demonstrator's first j
-    # words; without: after <bos> and the decoder's own first j greedy words, so its argmax is greedy word j).
-    predicted = output.thought_logits[step_mask].argmax(-1)[:, : targets.shape[1]]
-    if not teacher_forcing:
-        # The written thought ends at its first eos: what the decoder goes on to predict is not part of it.
-        is_eos = predicted == config.eos_token_id
-        predicted = predicted.masked_fill((is_eos.cumsum(dim=1) - is_eos.long()) > 0, -1)
-    # A target position the logits do not reach counts as wrong.
-    predicted = torch.nn.functional.pad(predicted, (0, targets.shape[1] - predicted.shape[1]), value=-1)
-    counted = targets != IGNORE_INDEX
-    return ((predicted == targets) & counted).cpu(), counted.cpu()
+    right, counted = thought_word_positions(output.thought_logits, batch["thought_input_ids"], batch["step_mask"],
+                                            config.eos_token_id, config.pad_token_id, free_running=not teacher_forcing)  # fmt: skip
+    return right.cpu(), counted.cpu()
 
 
 def thought_accuracy(
