@@ -35,7 +35,7 @@ from hf_thought_cloning.rollouts import EpisodeSession, OracleThoughts, ThoughtI
 from hf_thought_cloning.safety import UNSAFE_BEHAVIOURS, PrecrimeMonitor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_MODEL = REPO_ROOT / "checkpoints" / "thought-cloning-minibosslevel-2m-frames"
+SHIPPED_MODEL = REPO_ROOT / "checkpoints" / "thought-cloning-minibosslevel-5m-frames"
 DEFAULT_LEVEL = "BabyAI-MiniBossLevel-v0"
 MAX_SEED = 2**31 - 1
 PLAY_INTERVAL_S = 0.25  # one step per tick while playing
