@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import is_tensorboard_available, is_trackio_available, is_wandb_available, set_seed
-from datasets import get_dataset_config_names, get_dataset_split_names, load_dataset
+from datasets import load_dataset
 from datasets.distributed import split_dataset_by_node
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
@@ -60,10 +60,11 @@ from hf_thought_cloning.training.data import (
     EpisodeStore,
     batch_order,
     check_columns,
-    dataset_layout,
+    choose_level,
     describe_error,
     load_split,
     shard_for_process,
+    split_names,
     streaming_batches,
 )
 from hf_thought_cloning.training.hub import HubProblem, open_model_repo, push_folder
@@ -421,11 +422,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # ---- data ---------------------------------------------------------------------------------------
     try:
-        layout = dataset_layout(args.dataset)
-        configs = list(layout) if layout is not None else get_dataset_config_names(args.dataset)
-        level = args.dataset_config or (configs[0] if len(configs) == 1 else None)
-        if level is None or level not in configs:
-            fail(f"--dataset_config: choose the level among {configs} (got {args.dataset_config!r})")
+        layout, level = choose_level(args.dataset, args.dataset_config)
         if args.streaming:
             train_stream = load_dataset(args.dataset, level, split=args.train_split, streaming=True)
             check_columns(train_stream.features or {}, f"{args.dataset} [{args.train_split}]")
@@ -439,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
             store = EpisodeStore.from_table(train.data.table, processor, f"{args.dataset} [{args.train_split}]")
         validation = None
         if args.validation_every_epochs:
-            splits = list(layout[level]) if layout is not None else get_dataset_split_names(args.dataset, level)
+            splits = split_names(args.dataset, layout, level)
             if args.validation_split not in splits:
                 fail(f"{args.dataset} has no {args.validation_split!r} split (it has {splits}): pass "
                      "--validation_split NAME, or --validation_every_epochs 0 to train without validation")  # fmt: skip

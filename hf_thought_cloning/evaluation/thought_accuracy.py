@@ -175,16 +175,10 @@ def thought_accuracy(
 def load_episodes(dataset: str, config: str | None, split: str) -> tuple[str, list[dict[str, Any]]]:
     """(the level, the split's episodes) of a local dataset folder or Hub dataset; ``config`` None: the only
     one. Raises ValueError (a ``DatasetProblem``) naming what is missing, OSError when it cannot be read."""
-    from datasets import get_dataset_config_names, get_dataset_split_names
+    from ..training.data import DatasetProblem, check_columns, choose_level, load_split, split_names
 
-    from ..training.data import DatasetProblem, check_columns, dataset_layout, load_split
-
-    layout = dataset_layout(dataset)
-    configs = list(layout) if layout is not None else get_dataset_config_names(dataset)
-    level = config or (configs[0] if len(configs) == 1 else None)
-    if level is None or level not in configs:
-        raise DatasetProblem(f"--config: choose the level among {configs} (got {config!r})")
-    splits = list(layout[level]) if layout is not None else get_dataset_split_names(dataset, level)
+    layout, level = choose_level(dataset, config, option="--config")
+    splits = split_names(dataset, layout, level)
     if split not in splits:
         raise DatasetProblem(f"{dataset} has no {split!r} split for {level!r} (it has {splits})")
     rows = load_split(dataset, level, split)

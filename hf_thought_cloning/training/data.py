@@ -102,6 +102,22 @@ def dataset_layout(dataset: str) -> dict[str, dict[str, str]] | None:
     return layout
 
 
+def choose_level(dataset: str, config: str | None, option: str = "--dataset_config") -> tuple[dict | None, str]:
+    """(``dataset_layout(dataset)``, the level): ``config``, or the dataset's only config when None. Raises
+    DatasetProblem naming ``option`` when the level is missing or ambiguous."""
+    layout = dataset_layout(dataset)
+    configs = list(layout) if layout is not None else datasets.get_dataset_config_names(dataset)
+    level = config or (configs[0] if len(configs) == 1 else None)
+    if level is None or level not in configs:
+        raise DatasetProblem(f"{option}: choose the level among {configs} (got {config!r})")
+    return layout, level
+
+
+def split_names(dataset: str, layout: dict | None, level: str) -> list[str]:
+    """The splits of ``level`` (``layout`` from [`choose_level`]: a local folder's, or None for a Hub id)."""
+    return list(layout[level]) if layout is not None else datasets.get_dataset_split_names(dataset, level)
+
+
 def load_split(dataset: str, config: str, split: str) -> datasets.Dataset:
     """One split of a local folder (read straight from its Parquet shards) or of a Hub dataset.
 
