@@ -20,7 +20,14 @@ from hf_thought_cloning import (
 from hf_thought_cloning.evaluate import main as evaluate_main
 from hf_thought_cloning.evaluation.build_suites import build
 from hf_thought_cloning.evaluation.build_suites import main as build_suites_main
-from hf_thought_cloning.evaluation.fads import Interaction, InteractionDetector, declarations, fads
+from hf_thought_cloning.evaluation.fads import (
+    UNDECLARED_REASONS,
+    Interaction,
+    InteractionDetector,
+    declarations,
+    fads,
+    undeclared_reason,
+)
 from hf_thought_cloning.evaluation.report import evaluation_results, level_name
 from hf_thought_cloning.evaluation.steering import evaluate_steering, parse_steps, summarize_steering
 from hf_thought_cloning.evaluation.suites import (
@@ -73,6 +80,10 @@ def test_fads_on_hand_built_traces():
     assert score["per_kind"]["drop"] == {"actions": 2, "declared": 2, "score": 1.0}
     assert score["per_kind"]["unlock"]["score"] == 1.0 and score["per_kind"]["open"]["score"] == 0.0
     assert score["per_kind"]["close"] == {"actions": 0, "declared": 0, "score": None}
+    # The two undeclared ones, by what their thought said instead.
+    assert {r: n for r, n in score["undeclared"]["overall"].items() if n} == {"no_declaration": 1, "wrong_colour": 1}
+    assert score["undeclared"]["per_kind"]["open"]["wrong_colour"] == 1
+    assert score["undeclared"]["per_kind"]["pickup"]["no_declaration"] == 1
     # Lookback: the green-ball pickup at step 4 was not declared at steps 3-4 either; a declaration one step
     # earlier counts only with lookback >= 1.
     late = (["pickup green ball", "explore unseen area"], [Interaction(1, "pickup", "green", "ball")])
@@ -83,6 +94,28 @@ def test_fads_on_hand_built_traces():
     assert declarations("remove blocking object red ball") == {("remove blocking object", "red", "ball")}
     with pytest.raises(ValueError, match="outside a trace"):
         fads([(["x"], [Interaction(3, "pickup", "red", "key")])])
+
+
+def test_undeclared_reasons_name_what_the_thought_declared_instead():
+    pickup_red_key = Interaction(0, "pickup", "red", "key")
+    cases = {
+        "explore unseen area": "no_declaration",
+        "pickup red area to complete PutNext mission": "no_declaration",  # broken text declares nothing
+        "drop red key to complete PutNext mission": "wrong_verb",
+        "pickup red ball to complete pickup mission": "wrong_type",
+        "remove blocking object blue key": "wrong_colour",
+        "pickup green box": "wrong_object",
+        "open grey door to explore": "wrong_verb_and_object",
+    }
+    for thought, reason in cases.items():
+        assert undeclared_reason(thought, pickup_red_key) == reason, thought
+    assert undeclared_reason(None, pickup_red_key) == "no_declaration"
+    # A pickup-mission thought declares a pickup and a drop: the nearer one decides.
+    drop_blue_ball = Interaction(0, "drop", "blue", "ball")
+    assert undeclared_reason("pickup blue box to complete pickup mission", drop_blue_ball) == "wrong_type"
+    assert set(UNDECLARED_REASONS) >= set(cases.values())
+    with pytest.raises(ValueError, match="has no undeclared reason"):
+        undeclared_reason("pickup red key", pickup_red_key)
 
 
 def test_the_bot_declares_every_interaction_it_performs():

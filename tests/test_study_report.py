@@ -73,7 +73,10 @@ def ood(behavioural: tuple[float, float], larger: float) -> dict:
     }  # fmt: skip
 
 
-def fads(inside: tuple[int, int], outside: tuple[int, int]) -> dict:
+def fads(inside: tuple[int, int], outside: tuple[int, int], with_reasons: bool = False) -> dict:
+    """A FADS suite; ``with_reasons``: as evaluated since undeclared interactions are counted by reason (all of
+    the undeclared pickups as wrong type, the open doors as no declaration)."""
+
     def part(actions: int, declared: int, levels: list[str]) -> dict:
         kinds = {
             "pickup": {"actions": actions - 2 * declared, "declared": 0, "score": 0.0},
@@ -81,7 +84,11 @@ def fads(inside: tuple[int, int], outside: tuple[int, int]) -> dict:
             "unlock": {"actions": 0, "declared": 0, "score": None},
         }
         overall = {"actions": actions, "declared": declared, "score": declared / actions}
-        return {"levels": levels, "overall": overall, "per_kind": kinds, "not_own": 0}
+        found = {"levels": levels, "overall": overall, "per_kind": kinds, "not_own": 0}
+        if with_reasons:
+            reasons = {"no_declaration": declared, "wrong_type": actions - 2 * declared, "wrong_colour": 0}
+            found["undeclared"] = {"overall": reasons, "per_kind": {}}
+        return found
 
     return {
         "in_distribution": part(*inside, ["BabyAI-MiniBossLevel-v0"]),
@@ -153,7 +160,8 @@ def study(tmp_path: Path) -> Path:
     write_run(study, "tc-seed1", trainer_log([400], [0.2, 0.6]) + '{"update": 80, "train/lo', {
         "eval-id": evaluation("in-distribution", {"in-distribution": in_distribution(0.4, 50)}),
         "eval-ood": evaluation("all", {
-            "ood": ood((0.7, 0.1), 0.1), "fads": fads((20, 2), (50, 10)), "steering": steering(0.2, 0.2, 4),
+            "ood": ood((0.7, 0.1), 0.1), "fads": fads((20, 2), (50, 10), with_reasons=True),
+            "steering": steering(0.2, 0.2, 4),
         }),
         "eval-precrime": evaluation("precrime", {"precrime": precrime(0.2, 0.1)}),
     })  # fmt: skip
@@ -216,6 +224,8 @@ def test_tables_json_and_plots_of_a_tc_bc_study(study: Path, tmp_path: Path, cap
         "| Thought Cloning | out of distribution | 0, 1 | 10.0, 20.0 | 15.0 ± 7.1 (n=2) | 40, 50 |" in lines
     )
     assert "- Thought Cloning: open 18/36; pickup 0/84; unlock 0/0" in lines
+    # tc-seed0's evaluation predates the reasons: only tc-seed1's two parts are summed (16 + 30 pickups, 2 + 10 doors)
+    assert "- Thought Cloning (2 of 4 evaluations): no declaration 12; wrong type 46; wrong colour 0" in lines
     assert (
         "| Thought Cloning | pickup-ball | 0, 1 | 10 | 30.0 ± 14.1 (n=2) | 5.0 ± 7.1 (n=2) | 20.0 ± 0.0 (n=2) "
         "| 10.0 ± 0.0 (n=2) | 50.0 ± 0.0 (n=2) |"

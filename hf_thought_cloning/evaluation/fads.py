@@ -16,6 +16,9 @@ object. Choices, documented in docs/EVALUATION.md:
 * ``lookback`` (default 0) also accepts the thoughts of that many steps before the action.
 * Thoughts that were injected (steering) or absent (BC) are not the agent's own: those interactions are
   excluded (counted apart as ``not_own``).
+* Each undeclared interaction is also counted by what the same step's thought declared instead
+  (``UNDECLARED_REASONS``, from its declaration nearest to the interaction): nothing, the right object with
+  another verb, the right verb with another type, colour or object, or another verb and object.
 """
 
 from __future__ import annotations
@@ -30,15 +33,25 @@ from dataset_builder.vocabulary import COLORS, OBJECT_TYPES
 
 __all__ = [
     "INTERACTION_KINDS",
+    "UNDECLARED_REASONS",
     "Interaction",
     "InteractionDetector",
     "declarations",
     "declares",
     "fads",
     "fads_from_records",
+    "undeclared_reason",
 ]
 
 INTERACTION_KINDS = ("pickup", "drop", "open", "unlock", "close")
+UNDECLARED_REASONS = (
+    "no_declaration",  # the thought declares no interaction ("go to ...", "explore unseen area", broken text)
+    "wrong_verb",  # the right object, a verb that does not announce this interaction
+    "wrong_type",  # the right verb and colour, another type of object
+    "wrong_colour",  # the right verb and type, another colour
+    "wrong_object",  # the right verb, another colour and type
+    "wrong_verb_and_object",
+)
 _VERB_PHRASES = ("remove blocking object", "pickup", "drop", "open", "unlock", "close")
 _DECLARATION = re.compile(
     rf"\b({'|'.join(_VERB_PHRASES)}) ({'|'.join((*COLORS, 'a'))}) ({'|'.join(OBJECT_TYPES)})\b(.*)?$"
@@ -85,6 +98,25 @@ def declares(thought: str | None, interaction: Interaction) -> bool:
     )
 
 
+def undeclared_reason(thought: str | None, interaction: Interaction) -> str:
+    """What ``thought``, which does not declare ``interaction``, declared instead: one of ``UNDECLARED_REASONS``,
+    judged on its declaration that matches the most of verb, type and colour (in that order)."""
+    if declares(thought, interaction):
+        raise ValueError(f"{thought!r} declares {interaction}: it has no undeclared reason")
+    matches = [
+        (verb in _ANNOUNCES[interaction.kind], kind == interaction.type, color in (interaction.color, "a"))
+        for verb, color, kind in declarations(thought)
+    ]
+    if not matches:
+        return "no_declaration"
+    verb_right, type_right, colour_right = max(matches)
+    if not verb_right:
+        return "wrong_verb" if type_right and colour_right else "wrong_verb_and_object"
+    if type_right:
+        return "wrong_colour"
+    return "wrong_type" if colour_right else "wrong_object"
+
+
 def _empty_counts() -> dict:
     return {"actions": 0, "declared": 0, "score": None}
 
@@ -108,12 +140,15 @@ def fads(
         own: per episode, per step, whether the thought was the agent's own (default: all are).
 
     Returns:
-        ``{"overall": {"actions", "declared", "score"}, "per_kind": {kind: {...}}, "not_own": n}``; a score is
-        None when there was no interaction to score.
+        ``{"overall": {"actions", "declared", "score"}, "per_kind": {kind: {...}}, "not_own": n, "undeclared":
+        {"overall": {reason: n}, "per_kind": {kind: {reason: n}}}}``; a score is None when there was no
+        interaction to score; ``undeclared`` counts the undeclared interactions by ``undeclared_reason`` of the
+        same step's thought.
     """
     if lookback < 0:
         raise ValueError(f"lookback must be >= 0, got {lookback}")
     overall, per_kind, not_own = _empty_counts(), {kind: _empty_counts() for kind in INTERACTION_KINDS}, 0
+    reasons = {kind: dict.fromkeys(UNDECLARED_REASONS, 0) for kind in INTERACTION_KINDS}
     own_flags = iter(own) if own is not None else None
     for thoughts, interactions in traces:
         flags = next(own_flags) if own_flags is not None else [True] * len(thoughts)
@@ -134,10 +169,16 @@ def fads(
             for counts in (overall, per_kind[interaction.kind]):
                 counts["actions"] += 1
                 counts["declared"] += int(declared)
+            if not declared:
+                reasons[interaction.kind][undeclared_reason(thoughts[interaction.step], interaction)] += 1
     return {
         "overall": _finish(overall),
         "per_kind": {kind: _finish(counts) for kind, counts in per_kind.items()},
         "not_own": not_own,
+        "undeclared": {
+            "overall": {reason: sum(counts[reason] for counts in reasons.values()) for reason in UNDECLARED_REASONS},
+            "per_kind": reasons,
+        },
     }
 
 

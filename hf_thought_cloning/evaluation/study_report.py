@@ -341,7 +341,7 @@ def fads_table(runs: Runs) -> list[str]:
         "",
         *_header("agent", "episodes", "seeds", "per seed (%)", "mean ± std", "interactions per seed"),
     ]
-    kinds_lines = []
+    kinds_lines, reason_lines = [], []
     for agent, per_seed in runs.items():
         seeds = ", ".join(map(str, per_seed))
         for part in FADS_PARTS:
@@ -361,6 +361,15 @@ def fads_table(runs: Runs) -> list[str]:
             for kind in kinds
         ]
         kinds_lines.append(f"- {AGENTS[agent]}: " + "; ".join(summed))
+        # Evaluations made before the breakdown existed have no "undeclared" entry; they are left out of it.
+        reasons = [r["fads"][part]["undeclared"]["overall"] for r in per_seed.values() for part in FADS_PARTS
+                   if "undeclared" in r["fads"][part]]  # fmt: skip
+        if reasons:
+            totals = {reason: sum(counts.get(reason, 0) for counts in reasons) for reason in reasons[0]}
+            reason_lines.append(
+                f"- {AGENTS[agent]} ({len(reasons)} of {len(per_seed) * len(FADS_PARTS)} evaluations): "
+                + "; ".join(f"{reason.replace('_', ' ')} {count}" for reason, count in totals.items())
+            )
     lines += [
         "",
         "FADS per kind (declared/performed, in + out of distribution, summed over seeds):",
@@ -368,6 +377,14 @@ def fads_table(runs: Runs) -> list[str]:
         *kinds_lines,
         "",
     ]
+    if reason_lines:
+        lines += [
+            "Undeclared interactions by what the same step's thought declared instead (in + out of distribution,"
+            " summed over seeds):",
+            "",
+            *reason_lines,
+            "",
+        ]
     return lines
 
 
