@@ -30,7 +30,7 @@ else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 { date -u; nvidia-smi 2>/dev/null || echo "no nvidia-smi"; nproc
-  "$PY" -c "import torch, transformers, datasets, minigrid, accelerate; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else ''); print('transformers', transformers.__version__, 'datasets', datasets.__version__, 'minigrid', minigrid.__version__, 'accelerate', accelerate.__version__)"
+  "$PY" -c "import torch, transformers, datasets, minigrid, accelerate; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else ''); import pyarrow; print('transformers', transformers.__version__, 'datasets', datasets.__version__, 'pyarrow', pyarrow.__version__, 'minigrid', minigrid.__version__, 'accelerate', accelerate.__version__)"
 } > "$OUT/env.txt"
 cat "$OUT/env.txt"
 

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACKAGES=(minigrid gymnasium farama-notifications pygame-ce datasets dill multiprocess transformers huggingface-hub
-          httpx2 httpcore2 truststore idna click fsspec)
+          httpx2 httpcore2 truststore idna click fsspec hf-xet regex)
 [ -x .venv/bin/python ] || { echo "no .venv: run ./scripts/setup.sh first (the versions come from it)" >&2; exit 2; }
 pins=()
 for name in "${PACKAGES[@]}"; do
