@@ -4,10 +4,10 @@
 #   run(command="scripts/device_check.sh", carry=[".whl"], timeout_s=540)
 # It (1) installs the carried wheels over the image's torch, (2) generates the CPU study's MiniBossLevel data
 # (same seeds and splits as scripts/study_cpu.sh), (3) measures the trainer's frames/s at the paper's size in
-# bf16 (train/configs/gpu_minibosslevel.yaml, THROUGHPUT_UPDATES updates), (4) trains that model for about
-# TRAIN_SECONDS, sizing its 10 epochs from (3), and (5) evaluates it on the 500 test seeds, sampled actions.
-# What comes back under $OUT: env.txt, throughput.jsonl, trainer_log.jsonl, training_summary.json,
-# evaluation.json, device_check.log.
+# bf16, teacher forcing on and off (train/configs/gpu_minibosslevel.yaml, THROUGHPUT_UPDATES updates each),
+# (4) trains that model for about TRAIN_SECONDS, sizing its 10 epochs from (3), and (5) evaluates it on the 500
+# test seeds, sampled actions. What comes back under $OUT: env.txt, throughput_tf_on.jsonl,
+# throughput_tf_off.jsonl, trainer_log.jsonl, training_summary.json, evaluation.json, device_check.log.
 # TINY=1 runs the same steps on the CPU with a tiny model and budget (how it is checked without a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ OUT="${OUT:-outputs/device-check/out}"
 WORK="${WORK:-outputs/device-check}"
 PY="${PYTHON:-python3}"
 TINY="${TINY:-0}"
-TRAIN_SECONDS="${TRAIN_SECONDS:-240}"
+TRAIN_SECONDS="${TRAIN_SECONDS:-200}"
 THROUGHPUT_UPDATES="${THROUGHPUT_UPDATES:-20}"
 WHEELS="${WHEELS:-.whl}"  # the carried wheels (WHEELS=none: use the Python environment as it is)
 mkdir -p "$OUT" "$WORK"
@@ -51,21 +51,30 @@ if [ ! -f "$data/generation/statistics.json" ]; then
     --num-proc "$(nproc)" --output "$data" --overwrite
 fi
 
-say "throughput: $THROUGHPUT_UPDATES updates at the paper's size"
-"$PY" train/run.py "${common[@]}" --output_dir "$WORK/throughput" --overwrite --validation_every_epochs 0 \
-  --stop_after_updates "$THROUGHPUT_UPDATES"
-cp "$WORK/throughput/trainer_log.jsonl" "$OUT/throughput.jsonl"
-# Frames/s after the first logging interval (start-up, allocator warm-up), and the epoch size that fits the budget.
-read -r fps episodes_per_epoch < <("$PY" - "$OUT/throughput.jsonl" "$TRAIN_SECONDS" "$batch" <<'PY'
+# Teacher forcing on (the first half of the run) and off (the decoder writes every step's thought: slower).
+for forcing in on off; do
+  say "throughput, teacher forcing $forcing: $THROUGHPUT_UPDATES updates at the paper's size"
+  stop=$([ "$forcing" = on ] && echo 1 || echo 0)
+  "$PY" train/run.py "${common[@]}" --output_dir "$WORK/throughput-$forcing" --overwrite --validation_every_epochs 0 \
+    --epochs 1 --stop_teacher_forcing_epoch "$stop" --stop_after_updates "$THROUGHPUT_UPDATES"
+  cp "$WORK/throughput-$forcing/trainer_log.jsonl" "$OUT/throughput_tf_$forcing.jsonl"
+done
+# Frames/s after the first logging interval (start-up, allocator warm-up), and the epoch size that fits the budget:
+# over the run's 10 epochs, 3/4 of the batches are teacher-forced (5 epochs at 1, then a linear decay to 0).
+read -r fps_on fps_off episodes_per_epoch < <("$PY" - "$OUT" "$TRAIN_SECONDS" "$batch" <<'PY'
 import json, sys
-log = [json.loads(line) for line in open(sys.argv[1])]
-rows = [row for row in log if "train/frames_per_second" in row][1:] or log
-fps = sum(row["train/frames_per_second"] for row in rows) / len(rows)
+def fps(name):
+    log = [json.loads(line) for line in open(f"{sys.argv[1]}/{name}")]
+    rows = [row for row in log if "train/frames_per_second" in row]
+    rows = rows[1:] or rows
+    return sum(row["train/frames_per_second"] for row in rows) / len(rows)
+on, off = fps("throughput_tf_on.jsonl"), fps("throughput_tf_off.jsonl")
+seconds_per_frame = 0.75 / on + 0.25 / off
 # An episode averages 26.5 frames in this data; 10 epochs; at least one batch per epoch.
-print(round(fps), max(int(sys.argv[3]), int(fps * float(sys.argv[2]) / 26.5 / 10)))
+print(round(on), round(off), max(int(sys.argv[3]), int(float(sys.argv[2]) / seconds_per_frame / 26.5 / 10)))
 PY
 )
-say "throughput $fps frames/s; training 10 epochs of $episodes_per_epoch episodes"
+say "throughput $fps_on / $fps_off frames/s (teacher forcing on / off); training 10 epochs of $episodes_per_epoch episodes"
 
 "$PY" train/run.py "${common[@]}" --output_dir "$WORK/tc-paper-size" --overwrite --episodes_per_epoch "$episodes_per_epoch"
 cp "$WORK/tc-paper-size/trainer_log.jsonl" "$OUT/trainer_log.jsonl"

@@ -29,11 +29,14 @@ def test_device_check_runs_end_to_end_in_tiny_mode(tmp_path):
                           timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert sorted(path.name for path in out.iterdir()) == [
-        "device_check.log", "env.txt", "evaluation.json", "throughput.jsonl", "trainer_log.jsonl",
+        "device_check.log", "env.txt", "evaluation.json", "throughput_tf_off.jsonl", "throughput_tf_on.jsonl",
+        "trainer_log.jsonl",
         "training_summary.json",
     ]  # fmt: skip
-    throughput = [json.loads(line) for line in (out / "throughput.jsonl").read_text().splitlines()]
-    assert throughput[-1]["update"] == 3
+    for forcing, ratio in (("on", 1.0), ("off", 0.0)):
+        throughput = [json.loads(line) for line in (out / f"throughput_tf_{forcing}.jsonl").read_text().splitlines()]
+        assert throughput[-1]["update"] == 3
+        assert {row["train/teacher_forcing_ratio"] for row in throughput if "train/teacher_forcing_ratio" in row} == {ratio}
     trained = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     assert trained[-1]["train/epoch"] == 10 and "validation/success_rate" in trained[-1]
     evaluation = json.loads((out / "evaluation.json").read_text())["suites"]["in-distribution"]
