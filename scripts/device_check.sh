@@ -61,7 +61,7 @@ for forcing in on off; do
 done
 # Frames/s after the first logging interval (start-up, allocator warm-up), and the epoch size that fits the budget:
 # over the run's 10 epochs, 3/4 of the batches are teacher-forced (5 epochs at 1, then a linear decay to 0).
-read -r fps_on fps_off episodes_per_epoch < <("$PY" - "$OUT" "$TRAIN_SECONDS" "$batch" <<'PY'
+sizes=$("$PY" - "$OUT" "$TRAIN_SECONDS" "$batch" <<'PY'
 import json, sys
 def fps(name):
     log = [json.loads(line) for line in open(f"{sys.argv[1]}/{name}")]
@@ -73,7 +73,8 @@ seconds_per_frame = 0.75 / on + 0.25 / off
 # An episode averages 26.5 frames in this data; 10 epochs; at least one batch per epoch.
 print(round(on), round(off), max(int(sys.argv[3]), int(float(sys.argv[2]) / seconds_per_frame / 26.5 / 10)))
 PY
-)
+)  # a plain substitution, so that set -e stops the script if this fails
+read -r fps_on fps_off episodes_per_epoch <<< "$sizes"
 say "throughput $fps_on / $fps_off frames/s (teacher forcing on / off); training 10 epochs of $episodes_per_epoch episodes"
 
 "$PY" train/run.py "${common[@]}" --output_dir "$WORK/tc-paper-size" --overwrite --episodes_per_epoch "$episodes_per_epoch"

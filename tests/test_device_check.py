@@ -15,7 +15,8 @@ from hf_thought_cloning.training.arguments import parse_config_and_overrides
 
 
 def test_gpu_config_is_the_paper_size_in_bf16():
-    args, _ = parse_config_and_overrides(trainer_module().TrainArgs, ["--config", str(REPO_ROOT / "train/configs/gpu_minibosslevel.yaml")])
+    config = REPO_ROOT / "train" / "configs" / "gpu_minibosslevel.yaml"
+    args, _ = parse_config_and_overrides(trainer_module().TrainArgs, ["--config", str(config)])
     assert (args.image_dim, args.text_dim, args.memory_dim, args.mixed_precision) == (128, 256, 2048, "bf16")
     assert args.epochs == 10 and args.batch_size == 180
 
@@ -30,13 +31,14 @@ def test_device_check_runs_end_to_end_in_tiny_mode(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert sorted(path.name for path in out.iterdir()) == [
         "device_check.log", "env.txt", "evaluation.json", "throughput_tf_off.jsonl", "throughput_tf_on.jsonl",
-        "trainer_log.jsonl",
-        "training_summary.json",
+        "trainer_log.jsonl", "training_summary.json",
     ]  # fmt: skip
     for forcing, ratio in (("on", 1.0), ("off", 0.0)):
-        throughput = [json.loads(line) for line in (out / f"throughput_tf_{forcing}.jsonl").read_text().splitlines()]
+        log = (out / f"throughput_tf_{forcing}.jsonl").read_text().splitlines()
+        throughput = [json.loads(line) for line in log]
         assert throughput[-1]["update"] == 3
-        assert {row["train/teacher_forcing_ratio"] for row in throughput if "train/teacher_forcing_ratio" in row} == {ratio}
+        ratios = {row["train/teacher_forcing_ratio"] for row in throughput if "train/teacher_forcing_ratio" in row}
+        assert ratios == {ratio}
     trained = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     assert trained[-1]["train/epoch"] == 10 and "validation/success_rate" in trained[-1]
     evaluation = json.loads((out / "evaluation.json").read_text())["suites"]["in-distribution"]
