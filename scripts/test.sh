@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check .
-.venv/bin/python -m pytest -q "$@"
+# One pytest worker per core (the tests are mostly single-threaded subprocesses); later options win, so
+# `scripts/test.sh -n 0` runs in one process.
+.venv/bin/python -m pytest -q -n auto --dist worksteal "$@"
