@@ -6,10 +6,9 @@ import collections
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from dataset_builder.files import atomic_write_json, atomic_write_text, package_versions
+from dataset_builder.files import atomic_write_json, atomic_write_text, package_versions, read_parquet
 from dataset_builder.plan import ShardTask
 from dataset_builder.schema import COLUMN_DOCS, FEATURES, SCHEMA_VERSION
 from dataset_builder.vocabulary import split_words
@@ -29,7 +28,7 @@ def split_statistics(root: Path, tasks: list[ShardTask]) -> dict:
     thoughts: set[str] = set()
     failures: collections.Counter[str] = collections.Counter()
     for task in tasks:
-        table = pq.read_table(root / task.data_path, columns=["thoughts", "noisy", "num_steps"])
+        table = read_parquet(root / task.data_path, columns=["thoughts", "noisy", "num_steps"])
         episodes += table.num_rows
         steps += sum(table.column("num_steps").to_pylist())
         noisy += sum(sum(flags) for flags in table.column("noisy").to_pylist())

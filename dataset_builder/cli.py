@@ -168,6 +168,7 @@ def run_show(argv: list[str]) -> int:
     (args, folder) = _parse(ShowArgs, "python -m dataset_builder show", argv, folder_arg=True)
     import pyarrow.parquet as pq
 
+    from dataset_builder.files import read_parquet
     from dataset_builder.generate import load_manifest, tasks_of
     from dataset_builder.traces import format_trace
 
@@ -190,7 +191,7 @@ def run_show(argv: list[str]) -> int:
             )
         rows = pq.read_metadata(folder / task.data_path).num_rows
         if remaining < rows:
-            row = pq.read_table(folder / task.data_path).slice(remaining, 1).to_pylist()[0]
+            row = read_parquet(folder / task.data_path).slice(remaining, 1).to_pylist()[0]
             print(
                 f"{level} {args.split}[{args.index}]  seed {row['seed']}  {row['num_steps']} steps  reward {row['reward']:.3f}"
             )

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import yaml
 from datasets import Features
 from datasets.data_files import resolve_pattern, sanitize_patterns
 from huggingface_hub import DatasetCard
 
+from dataset_builder.files import read_parquet
 from dataset_builder.generate import GenerationError, load_manifest, tasks_of
 from dataset_builder.plan import ShardTask
 from dataset_builder.schema import FEATURES, SCHEMA_VERSION, STEP_COLUMNS
@@ -252,7 +252,7 @@ def _check_shard(root: Path, task: ShardTask, report: ValidationReport, thought_
     where = task.data_path
     stats = load_shard_stats(root, task)
     try:
-        table = pq.read_table(pa.BufferReader(path.read_bytes()))
+        table = read_parquet(pa.BufferReader(path.read_bytes()))
     except (pa.ArrowInvalid, OSError) as error:
         report.errors.append(f"{where} is not a readable Parquet file: {error}")
         return

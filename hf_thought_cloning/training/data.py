@@ -19,9 +19,10 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from huggingface_hub import DatasetCard
+
+from dataset_builder.files import read_parquet
 
 from ..processing_thought_cloning import IGNORE_INDEX
 
@@ -132,7 +133,7 @@ def load_split(dataset: str, config: str, split: str) -> datasets.Dataset:
     files = sorted(Path(dataset).glob(layout[config][split]))
     if not files:
         raise DatasetProblem(f"{dataset}: no Parquet shards match {layout[config][split]!r} ({config}/{split})")
-    return datasets.Dataset(pa.concat_tables([pq.read_table(path) for path in files]))
+    return datasets.Dataset(pa.concat_tables([read_parquet(path) for path in files]))
 
 
 def _flat(column: pa.ChunkedArray) -> pa.Array:
