@@ -12,7 +12,10 @@ import os
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pyarrow is imported where it is read, to keep this module's import light
+    import pyarrow
 
 # Names of temporary files contain this marker: resume deletes such debris, publishing never uploads it.
 TMP_MARKER = ".tmp-"
@@ -49,7 +52,7 @@ def atomic_write_json(path: str | Path, data: Any, sort_keys: bool = False) -> P
     return atomic_write_text(path, json.dumps(data, indent=1, sort_keys=sort_keys) + "\n")
 
 
-def read_parquet(source: Any, columns: list[str] | None = None):
+def read_parquet(source: Any, columns: list[str] | None = None) -> pyarrow.Table:
     """A Parquet file (a path or a pyarrow buffer) as a ``pyarrow.Table``, read on the calling thread.
 
     Reads on Arrow's thread pool can abort the process as it exits ("terminate called without an active
