@@ -200,6 +200,22 @@ def log(message: str) -> None:
     print(f"[evaluate] {message}", file=sys.stderr, flush=True)
 
 
+def thoughts_entry(records) -> dict:
+    """``{"thoughts": thought_statistics(records)}`` (nothing for a model without thoughts), logging a warning
+    when the upper level writes only empty thoughts."""
+    from hf_thought_cloning.rollouts import thought_statistics
+
+    statistics = thought_statistics(records)
+    if statistics is None:
+        return {}
+    if statistics["empty_share"] == 1.0:
+        log(
+            f"warning: every one of the {statistics['steps']} generated thoughts is empty: the upper level has "
+            "collapsed and the lower level reads only <bos>, so this agent acts as behavioural cloning"
+        )
+    return {"thoughts": statistics}
+
+
 def run(arguments: EvaluateArguments, model, processor, plan: Plan, argv: list[str]) -> dict:
     from dataset_builder.files import package_versions
     from hf_thought_cloning.evaluation.fads import InteractionDetector, fads_from_records
@@ -231,6 +247,7 @@ def run(arguments: EvaluateArguments, model, processor, plan: Plan, argv: list[s
                 "successful_seeds": [record.seed for record in in_distribution_records if record.success],
                 "seeds_source": plan.seeds_source,
                 "seeds": plan.in_distribution_seeds,
+                **thoughts_entry(in_distribution_records),
             }
     if plan.ood_rows:
         suites_ood, ood_records = {}, []
@@ -243,6 +260,7 @@ def run(arguments: EvaluateArguments, model, processor, plan: Plan, argv: list[s
                 "description": header["description"],
                 "bins": summary,
                 "environments": [[row.level, row.seed, row.bin] for row in rows],
+                **thoughts_entry(records),
             }
         if "ood" in plan.suites:
             suites["ood"] = suites_ood

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -45,6 +46,7 @@ __all__ = [
     "mean_length",
     "run_episodes",
     "success_rate",
+    "thought_statistics",
 ]
 
 THOUGHT_SOURCES = ("generated", "injected", "oracle", "none")
@@ -539,3 +541,29 @@ def success_rate(records: Sequence[EpisodeRecord]) -> float:
 def mean_length(records: Sequence[EpisodeRecord]) -> float:
     """Mean number of executed steps per episode (0.0 for no episodes)."""
     return sum(record.length for record in records) / len(records) if records else 0.0
+
+
+def thought_statistics(records: Sequence[EpisodeRecord], top: int = 5) -> dict | None:
+    """What the agent's own thoughts looked like over the executed steps of ``records``: how many steps,
+    the share of empty thoughts (the lower level then reads only ``<bos>``: an upper level that always writes
+    them has collapsed, and the agent is behavioural cloning in effect), how many distinct thoughts, and the
+    ``top`` most frequent with their shares. None when no executed step acted on a generated thought (a BC
+    model, or every thought injected)."""
+    counts = Counter(
+        step.thought
+        for record in records
+        for step in record.steps
+        if not step.halted and step.thought_source == "generated"
+    )
+    steps = sum(counts.values())
+    if not steps:
+        return None
+    return {
+        "steps": steps,
+        "empty_share": counts.get("", 0) / steps,
+        "distinct": len(counts),
+        "most_frequent": [
+            {"thought": thought, "share": count / steps}
+            for thought, count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
+        ],
+    }

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY, break_model_folder, run_cli, save_tiny
 
 from dataset_builder.episodes import Episode, make_env, reset_quietly, run_episode
@@ -40,7 +41,7 @@ from hf_thought_cloning.evaluation.suites import (
     mission_features,
     take_per_bin,
 )
-from hf_thought_cloning.rollouts import EpisodeRecord, StepRecord
+from hf_thought_cloning.rollouts import EpisodeRecord, StepRecord, thought_statistics
 
 
 @pytest.fixture(scope="module")
@@ -305,10 +306,47 @@ def test_cli_runs_every_suite_and_updates_the_card(tc_folder, tmp_path, monkeypa
     assert evaluation["suites"]["in-distribution"]["seeds"] == [10_000_000]
     assert set(evaluation["suites"]["ood"]) == set(OOD_SUITES)
     assert "--update-card" in evaluation["command"] and evaluation["versions"]["minigrid"]
+    thoughts = evaluation["suites"]["in-distribution"]["thoughts"]
+    assert 1 <= thoughts["steps"] <= 6 and sum(entry["share"] for entry in thoughts["most_frequent"]) <= 1 + 1e-9
+    assert all("thoughts" in suite for suite in evaluation["suites"]["ood"].values())
     assert (output / "replay.gif").read_bytes()[:6] in (b"GIF89a", b"GIF87a")
     assert (output / "ood_success_by_bin.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = (model_folder / "README.md").read_text()
     assert "model-index" in card and "success_rate" in card
+
+
+def test_cli_reports_an_upper_level_that_writes_only_empty_thoughts(tc_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    model_folder = shutil.copytree(tc_folder, tmp_path / "model")
+    model = ThoughtCloningModel.from_pretrained(model_folder)
+    with torch.no_grad():  # <eos> first at every step: the collapse the ablation showed at 5M frames
+        model.thought_generator.word_logits.bias[model.config.eos_token_id] = 100.0
+    model.save_pretrained(model_folder)
+    done = run_cli(
+        "hf_thought_cloning.evaluate", "--model", str(model_folder), "--suite", "in-distribution",
+        "--episodes", "2", "--max-steps", "4", "--no-replay", "--output", str(tmp_path / "evaluation"),
+    )  # fmt: skip
+    thoughts = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())["suites"]["in-distribution"][
+        "thoughts"
+    ]
+    assert thoughts == {"steps": 8, "empty_share": 1.0, "distinct": 1, "most_frequent": [{"thought": "", "share": 1.0}]}
+    assert "every one of the 8 generated thoughts is empty" in done.stderr
+
+
+def test_thought_statistics_counts_only_generated_executed_steps():
+    def episode(*steps: tuple[str | None, str, bool]) -> EpisodeRecord:
+        record = EpisodeRecord("BabyAI-GoToRedBall-v0", 0, "go to red ball", False, 0, 0.0, False)
+        record.steps = [StepRecord(thought, source, 2, 0.0, halted=halted) for thought, source, halted in steps]
+        return record
+
+    records = [
+        episode(("go to red ball", "generated", False), ("", "generated", False), ("open door", "injected", False)),
+        episode(("go to red ball", "generated", False), ("pickup key", "generated", True)),  # halted: not executed
+    ]
+    assert thought_statistics(records, top=1) == {
+        "steps": 3, "empty_share": 1 / 3, "distinct": 2, "most_frequent": [{"thought": "go to red ball", "share": 2 / 3}],
+    }  # fmt: skip
+    assert thought_statistics([episode((None, "none", False))]) is None  # behavioural cloning
 
 
 @pytest.mark.parametrize(
