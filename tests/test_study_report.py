@@ -48,11 +48,17 @@ def evaluation(suite: str, suites: dict) -> dict:
     }
 
 
-def in_distribution(rate: float, episodes: int) -> dict:
+def in_distribution(rate: float, episodes: int, thoughts: dict | None = None) -> dict:
     return {
         "level": "BabyAI-MiniBossLevel-v0", "episodes": episodes, "success_rate": rate, "mean_length": 200.0,
         "halted": 0, "successful_seeds": [], "seeds_source": "test split", "seeds": list(range(episodes)),
+        **({"thoughts": thoughts} if thoughts else {}),
     }  # fmt: skip
+
+
+def thoughts(steps: int, empty_share: float, distinct: int, top: str, share: float) -> dict:
+    return {"steps": steps, "empty_share": empty_share, "distinct": distinct,
+            "most_frequent": [{"thought": top, "share": share}]}  # fmt: skip
 
 
 def ood(behavioural: tuple[float, float], larger: float) -> dict:
@@ -134,10 +140,12 @@ def write_run(study: Path, name: str, log: str, evaluations: dict[str, dict], fi
         (run / "model").mkdir()
 
 
-def thought_run(study: Path, name: str, id_rate: float, validation: list[float], fps: list[float]) -> None:
+def thought_run(
+    study: Path, name: str, id_rate: float, validation: list[float], fps: list[float], id_thoughts: dict | None = None
+) -> None:
     """A run of an agent with thoughts: ``eval-ood`` from ``--suite all`` (ood, fads, precrime, steering)."""
     write_run(study, name, trainer_log(fps, validation), {
-        "eval-id": evaluation("in-distribution", {"in-distribution": in_distribution(id_rate, 50)}),
+        "eval-id": evaluation("in-distribution", {"in-distribution": in_distribution(id_rate, 50, id_thoughts)}),
         "eval-ood": evaluation("all", {
             "in-distribution": in_distribution(0.1, 10), "ood": ood((0.5, 0.1), 0.3), "fads": fads((10, 2), (40, 4)),
             "precrime": precrime(0.4, 0.0), "steering": steering(0.1, 0.3, 2),
@@ -150,7 +158,9 @@ def study(tmp_path: Path) -> Path:
     """TC and BC, seeds 0 and 1; tc-seed1's precrime came from a separate call, tc-seed0 finished."""
     study = tmp_path / "study"
     write_run(study, "tc-seed0", trainer_log([100, 300], [0.1, 0.3]), {
-        "eval-id": evaluation("in-distribution", {"in-distribution": in_distribution(0.6, 50)}),
+        "eval-id": evaluation("in-distribution", {"in-distribution": in_distribution(
+            0.6, 50, thoughts(9876, 0.25, 1234, "go to red ball", 0.125)
+        )}),
         "eval-ood": evaluation("all", {
             "in-distribution": in_distribution(0.1, 10), "ood": ood((0.5, 0.1), 0.3), "fads": fads((10, 2), (40, 4)),
             "precrime": precrime(0.4, 0.0), "steering": steering(0.1, 0.3, 2),
@@ -201,6 +211,11 @@ def test_tables_json_and_plots_of_a_tc_bc_study(study: Path, tmp_path: Path, cap
         "- TC - BC (pooled): +20.0 points, 95% CI [+6.7, +33.3] "
         "(normal approximation; TC 50/100, BC 30/100 successful episodes)"
     ) in lines
+
+    # thoughts: only tc-seed0's evaluation has them (tc-seed1's predates them, BC has none)
+    assert "| agent | seed | steps | empty thoughts (%) | distinct thoughts | most frequent (% of steps) |" in lines
+    assert "| Thought Cloning | 0 | 9,876 | 25.0 | 1,234 | `go to red ball` (12.5) |" in lines
+    assert sum(line.startswith("| Thought Cloning | 1 | ") for line in lines) == 0
 
     # validation: heading reads training_args.json; curve means TC 0.2, 0.4 and BC 0.1, 0.2
     assert "### Validation success during training (64 validation-split episodes per point)" in lines
@@ -260,7 +275,7 @@ def test_tables_json_and_plots_of_a_tc_bc_study(study: Path, tmp_path: Path, cap
 
 
 def test_four_agents_and_output_paths(study: Path, tmp_path: Path) -> None:
-    thought_run(study, "nts-seed0", 0.3, [0.5, 0.5], [50])
+    thought_run(study, "nts-seed0", 0.3, [0.5, 0.5], [50], thoughts(4000, 1.0, 1, "", 1.0))  # collapsed
     thought_run(study, "te-seed2", 0.1, [0.0, 0.2], [20])
     md, js = tmp_path / "out" / "report.md", tmp_path / "out" / "report.json"
     code = main(
@@ -293,6 +308,7 @@ def test_four_agents_and_output_paths(study: Path, tmp_path: Path) -> None:
     # TC 50/100 vs TE 5/50: +40.0, half-width 1.96 * sqrt(0.0025 + 0.0018) = 12.9 points
     assert any(line.startswith("- TC - TE (pooled): +40.0 points, 95% CI [+27.1, +52.9]") for line in lines)
     assert any(line.startswith("- TC - NTS (pooled): +20.0 points") for line in lines)
+    assert "| TC without thought supervision | 0 | 4,000 | 100.0 | 1 | (empty) (100.0) |" in lines
     assert f"| epoch | frames | {labels} |" in lines
     assert f"| suite | bin | {labels} | TC - BC |" in lines
     assert (

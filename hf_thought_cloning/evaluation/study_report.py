@@ -327,6 +327,34 @@ def ood_tables(runs: Runs) -> list[str]:
     return lines
 
 
+def thoughts_table(runs: Runs) -> list[str]:
+    """What each run with thoughts thought on its held-out test episodes: empty thoughts (a collapsed upper
+    level writes only those), distinct thoughts and the most frequent one. Evaluations made before these
+    statistics existed have none and are left out."""
+    rows = [
+        (agent, seed, record["id"]["thoughts"])
+        for agent, per_seed in _with(runs, "id").items()
+        for seed, record in per_seed.items()
+        if record["id"].get("thoughts")
+    ]
+    if not rows:
+        return []
+    lines = [
+        "### What the agents thought (executed steps of the held-out test episodes)",
+        "",
+        *_header("agent", "seed", "steps", "empty thoughts (%)", "distinct thoughts", "most frequent (% of steps)"),
+    ]
+    for agent, seed, thoughts in rows:
+        top = thoughts["most_frequent"][0]
+        shown = f"`{top['thought']}`" if top["thought"] else "(empty)"
+        lines.append(_row([
+            AGENTS[agent], seed, f"{thoughts['steps']:,}", _pct(thoughts["empty_share"]), f"{thoughts['distinct']:,}",
+            f"{shown} ({_pct(top['share'])})",
+        ]))  # fmt: skip
+    lines.append("")
+    return lines
+
+
 def _seed_values(values: list[float | None], scale: float = 100.0) -> str:
     return ", ".join("n/a" if value is None else f"{scale * value:.1f}" for value in values)
 
@@ -479,7 +507,7 @@ def versions_line(runs: Runs) -> list[str]:
 def render_tables(runs: Runs) -> list[str]:
     """Every table of the study, as markdown lines."""
     return [
-        *in_distribution_table(runs), *validation_table(runs), *ood_tables(runs), *fads_table(runs),
+        *in_distribution_table(runs), *thoughts_table(runs), *validation_table(runs), *ood_tables(runs), *fads_table(runs),
         *precrime_table(runs), *steering_table(runs), *throughput_table(runs), *versions_line(runs),
     ]  # fmt: skip
 
