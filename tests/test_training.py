@@ -200,6 +200,19 @@ def test_init_from_records_the_folder_settings(generated_folder, tmp_path, saved
     assert tuned.keys() == load_file(start / "model.safetensors").keys() | {"vocabulary_checksum"}
 
 
+def test_no_teacher_forcing_continues_an_agent_on_its_own_thoughts(generated_folder, tmp_path):
+    # With --stop_teacher_forcing_epoch 1 of 2 the first epoch would be forced; --no_teacher_forcing overrides it.
+    start = save_tiny(tmp_path / "start")
+    output = tmp_path / "continued"
+    train(generated_folder, output, "--init_from", str(start), "--no_teacher_forcing", "--epochs", "2",
+          "--episodes_per_epoch", "6", "--validation_every_epochs", "0")  # fmt: skip
+    entries = [e for e in trainer_log(output) if "train/loss" in e]
+    assert len(entries) == 4
+    assert {(e["train/teacher_forcing_ratio"], e["train/teacher_forced_batches"]) for e in entries} == {(0.0, 0.0)}
+    assert all(np.isfinite(e["train/thought_loss"]) for e in entries)  # the thoughts are still supervised
+    assert json.loads((output / "model" / "training_args.json").read_text())["no_teacher_forcing"] is True
+
+
 def test_text_encoder_upper_level_run(generated_folder, tmp_path):
     # The installed all-MiniLM-L6-v2 (the default --text_encoder), frozen: its pretrained weights are saved as
     # they were loaded, and the folder reloads and acts.

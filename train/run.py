@@ -170,6 +170,11 @@ class TrainArgs:
     stop_teacher_forcing_epoch: int = field(
         default=10, metadata={"help": "Teacher forcing is 1 for this many epochs, then decays linearly to 0 (paper 10)."}
     )
+    no_teacher_forcing: bool = field(
+        default=False,
+        metadata={"help": "Never teacher-force: ratio 0 from the first batch, whatever --stop_teacher_forcing_epoch says "
+                  "(e.g. to continue training an --init_from agent on its own thoughts)."},
+    )
     teacher_forcing_mode: Literal["batch", "sample"] = field(
         default="batch", metadata={"help": "'batch': one draw per batch (paper); 'sample': one draw per episode."}
     )
@@ -457,7 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     total_updates = updates_per_epoch * args.epochs
     uses_thoughts = model.config.has_thought_generator
     vlm_prompter = model.vlm_prompter
-    never_teacher_forced = args.variant in ("behavioral-cloning", "no-thought-supervision")
+    never_teacher_forced = args.no_teacher_forcing or args.variant in ("behavioral-cloning", "no-thought-supervision")
 
     # What must not change for a resumed run to continue the same experiment.
     signature = {
