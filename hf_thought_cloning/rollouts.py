@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from dataset_builder.episodes import make_env, reset_quietly
+from hf_thought_cloning.layers_thought_cloning import pad_positions
 
 __all__ = [
     "EpisodeRecord",
@@ -245,14 +246,23 @@ def _choose_actions(logits: torch.Tensor, slots: Sequence[_Slot], sample: bool) 
 
 
 def _act(
-    model, processor, slots: Sequence[_Slot], memory, injected: list[str | None], sample: bool, vlm_prompter
+    model,
+    processor,
+    slots: Sequence[_Slot],
+    memory,
+    injected: list[str | None],
+    sample: bool,
+    vlm_prompter,
+    missions: _MissionRows | None = None,
 ):
     """One ``model.act`` for all ``slots`` (``injected``: a thought per row, None for the agent's own):
     the model's output, the chosen actions and the thoughts the lower level acted on."""
     inputs = processor([slot.observation for slot in slots])
     inputs = {name: value.to(model.device) for name, value in inputs.items()}
     thought_argument = injected if any(text is not None for text in injected) else None
-    step = model.act(inputs, memory, thought=thought_argument, sample=False, vlm_prompter=vlm_prompter)
+    mission_features = None if missions is None else (missions.features, missions.mask)
+    step = model.act(inputs, memory, thought=thought_argument, sample=False, vlm_prompter=vlm_prompter,
+                     mission_features=mission_features)  # fmt: skip
     actions = _choose_actions(step.action_logits, slots, sample)
     thoughts = step.thoughts if step.thoughts is not None else [None] * len(slots)
     return step, actions, thoughts
@@ -294,6 +304,39 @@ def _execute(
         record.success = bool(terminated and reward > 0)
         return True
     return False
+
+
+class _MissionRows:
+    """Each row's mission, encoded once when its episode starts (a mission does not change within an episode)
+    and kept aligned with the batch's rows as the memory is; ``model.act`` then skips the mission encoder,
+    the largest text encoding of a step (BossLevel missions run to 30 words)."""
+
+    def __init__(self, model, processor, slots: Sequence[_Slot]):
+        self.model, self.processor = model, processor
+        self.features, self.mask = self._encode(slots)
+
+    def _encode(self, slots: Sequence[_Slot]) -> tuple[torch.FloatTensor, torch.BoolTensor]:
+        ids = self.processor.encode_texts([slot.observation["mission"] for slot in slots], "mission")
+        return self.model.encode_missions(ids.to(self.model.device))
+
+    def restart(self, rows: list[int], slots: Sequence[_Slot]) -> None:
+        """Encode the missions of the episodes just started in ``rows``."""
+        features, mask = self._encode([slots[row] for row in rows])
+        width = max(features.shape[1], self.features.shape[1])
+        index = torch.as_tensor(rows, dtype=torch.long, device=features.device)
+        self.features = pad_positions(self.features, width).index_copy(0, index, pad_positions(features, width))
+        self.mask = _pad_mask(self.mask, width).index_copy(0, index, _pad_mask(mask, width))
+        used = self.mask.any(dim=0).nonzero()
+        width = int(used.max()) + 1 if used.numel() else 1  # the widest mission still playing
+        self.features, self.mask = self.features[:, :width], self.mask[:, :width]
+
+    def select(self, keep: list[int]) -> None:
+        rows = torch.as_tensor(keep, dtype=torch.long, device=self.features.device)
+        self.features, self.mask = self.features.index_select(0, rows), self.mask.index_select(0, rows)
+
+
+def _pad_mask(mask: torch.BoolTensor, width: int) -> torch.BoolTensor:
+    return torch.cat([mask, mask.new_zeros(mask.shape[0], width - mask.shape[1])], dim=1)
 
 
 def _select_rows(memory, keep: list[int]):
@@ -374,6 +417,7 @@ def run_episodes(
     for slot in slots:
         start_next_episode(slot)
     memory = model.initial_memory(len(slots), device=device)
+    missions = _MissionRows(model, processor, slots)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -391,7 +435,9 @@ def run_episodes(
                         injected[row], sources[row] = thought, "oracle"
                 elif injection is not None and injection.applies(slot.record.length):
                     injected[row], sources[row] = injection.thought, "injected"
-            step, actions, thoughts = _act(model, processor, slots, memory, injected, sample, vlm_prompter)
+            step, actions, thoughts = _act(
+                model, processor, slots, memory, injected, sample, vlm_prompter, missions
+            )
             finished = []
             for row, slot in enumerate(slots):
                 if _execute(slot, thoughts[row], sources[row], actions[row], *step_options):
@@ -412,11 +458,13 @@ def run_episodes(
                         slots[row] = None
                 if bool(starts.any()):
                     memory = model.reset_memory(memory, starts.to(device))
+                    missions.restart(starts.nonzero()[:, 0].tolist(), slots)
                 keep = [row for row, slot in enumerate(slots) if slot is not None]
                 if len(keep) < len(slots):
                     slots = [slots[row] for row in keep]
                     if slots:
                         memory = _select_rows(memory, keep)
+                        missions.select(keep)
     finally:
         for slot in slots:
             if slot is not None:

@@ -352,6 +352,21 @@ def test_act_on_real_environments_and_steering():
     assert reset.previous_thought_ids[0, 0] == model.config.bos_token_id
 
 
+def test_act_reads_missions_encoded_beforehand_exactly_as_its_own():
+    model = tiny_model()
+    env = make_env("BabyAI-MiniBossLevel-v0")
+    inputs = processor()([reset_quietly(env, seed)[0] for seed in range(3)])
+    memory = model.initial_memory(3)
+    generator = functools.partial(torch.Generator().manual_seed, 0)
+    own = model.act(inputs, memory, generator=generator())
+    encoded = model.encode_missions(inputs["mission_input_ids"])
+    given = model.act(inputs, memory, generator=generator(), mission_features=encoded)
+    assert torch.equal(own.action_logits, given.action_logits) and own.thoughts == given.thoughts
+    assert all(torch.equal(own.memory[name], given.memory[name]) for name in own.memory)
+    with pytest.raises(ValueError, match="mission_features must be .* for the 3 environments.*encode_missions"):
+        model.act(inputs, memory, mission_features=(encoded[0][:2], encoded[1][:2]))
+
+
 def test_bad_inputs_get_clear_errors():
     model = tiny_model()
     inputs = batch(steps=4)

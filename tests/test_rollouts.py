@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +28,7 @@ from hf_thought_cloning.rollouts import (
 )
 
 LEVEL = "BabyAI-GoToLocal-v0"
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "thought-cloning-minibosslevel-5m-frames"
 
 
 def tiny(config: ThoughtCloningConfig, seed: int = 0) -> ThoughtCloningModel:
@@ -60,6 +63,32 @@ def test_episode_is_a_function_of_its_seed_whatever_the_batch(model, processor, 
     assert [trace(r) for r in alone] == [trace(r) for r in batched]
     assert trace(batched[1]) == trace(batched[3])
     assert all(r.length == len(r.steps) == 12 and not r.success for r in batched)  # untrained: truncated
+
+
+class _EncodesMissionsEveryStep:
+    """The model as rollouts drove it before they kept each episode's encoded mission."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def act(self, observations, memory=None, *, mission_features=None, **kwargs):
+        assert mission_features is not None  # run_episodes hands them over...
+        return self._model.act(observations, memory, **kwargs)  # ...and here act encodes its own
+
+
+def test_missions_kept_per_episode_change_no_episode():
+    # The shipped agent ends episodes at different steps, so rows are refilled with new (often wider or
+    # narrower) missions one at a time and leave the batch from the middle once the seeds run out.
+    shipped = ThoughtCloningModel.from_pretrained(SHIPPED).eval()
+    processor = ThoughtCloningProcessor.from_pretrained(SHIPPED)
+    seeds, level = list(range(10_000, 10_012)), "BabyAI-PickupLoc-v0"  # missions of 3 to 9 words
+    kept = run_episodes(shipped, processor, level, seeds, num_envs=4, max_steps=40)
+    every_step = run_episodes(_EncodesMissionsEveryStep(shipped), processor, level, seeds, num_envs=4, max_steps=40)
+    assert len({record.length for record in kept}) > 4 and len({record.mission for record in kept}) > 4
+    assert [trace(r) for r in kept] == [trace(r) for r in every_step]
 
 
 def test_action_seed_changes_sampled_actions_not_argmax(model, processor):

@@ -511,6 +511,7 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
         sample: bool = True,
         generator: torch.Generator | None = None,
         vlm_prompter: Any = None,
+        mission_features: tuple[torch.FloatTensor, torch.BoolTensor] | None = None,
     ) -> ThoughtCloningActOutput:
         """One step of ``N`` environments.
 
@@ -525,6 +526,9 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
             vlm_prompter: a [`VLMThoughtPrompter`] to use instead of the model's own (``model.vlm_prompter``,
                 rebuilt by ``from_pretrained``); the VLM's words outside our vocabulary reach the lower level as
                 `<unk>`.
+            mission_features: the missions as [`encode_missions`] encodes them, (N, L', D) and (N, L'), when the
+                caller keeps them for the episode (a mission does not change within one); else encoded here
+                from ``mission_input_ids``.
         """
         images, mission_ids = observations["images"], observations["mission_input_ids"]
         if images.dim() != 4:
@@ -538,7 +542,12 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
         if memory.lower_hidden.shape[0] != count:
             raise ValueError(f"memory holds {memory.lower_hidden.shape[0]} environments, observations {count}")
         visual = self.visual_encoder(images)
-        mission = self.text_reader.encode_each(mission_ids, "mission")
+        mission = self.encode_missions(mission_ids) if mission_features is None else mission_features
+        if mission[0].shape[0] != count or mission[1].shape != mission[0].shape[:2]:
+            raise ValueError(
+                f"mission_features must be (N, L, D) features and an (N, L) mask for the {count} environments, got "
+                f"{tuple(mission[0].shape)} and {tuple(mission[1].shape)}; make them with encode_missions"
+            )
         written = self.upper_level.write(ActingInputs(images, mission_ids, visual, mission), memory, vlm_prompter)
         if thought is not None:
             written = self.upper_level.inject(written, thought, count)
@@ -553,6 +562,13 @@ class ThoughtCloningModel(ThoughtCloningPreTrainedModel):
             memory=ThoughtCloningMemory(lower_hidden=lower_hidden, lower_cell=lower_cell,
                                         **self.upper_level.memory_entries(written)),
         )  # fmt: skip
+
+    @torch.no_grad()
+    def encode_missions(self, mission_ids: torch.LongTensor) -> tuple[torch.FloatTensor, torch.BoolTensor]:
+        """(N, L) mission word ids -> the text reader's per-token features (N, L', D) and mask (N, L'), as
+        ``act`` reads them (``mission_features``). A row's features can differ in the last bits with the batch
+        it is encoded in (the GRU's matrix products), not beyond."""
+        return self.text_reader.encode_each(mission_ids, "mission")
 
     # ------------------------------------------------------------------------------------- word <-> id
     def text_to_ids(self, texts: Sequence[str], unknown_words: str = "error") -> torch.LongTensor:
