@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from dataset_builder.episodes import make_env, reset_quietly
-from hf_thought_cloning.layers_thought_cloning import pad_positions
+from hf_thought_cloning.layers_thought_cloning import pad_positions, pad_to_width
 
 __all__ = [
     "EpisodeRecord",
@@ -325,7 +325,7 @@ class _MissionRows:
         width = max(features.shape[1], self.features.shape[1])
         index = torch.as_tensor(rows, dtype=torch.long, device=features.device)
         self.features = pad_positions(self.features, width).index_copy(0, index, pad_positions(features, width))
-        self.mask = _pad_mask(self.mask, width).index_copy(0, index, _pad_mask(mask, width))
+        self.mask = pad_to_width(self.mask, width, False).index_copy(0, index, pad_to_width(mask, width, False))
         used = self.mask.any(dim=0).nonzero()
         width = int(used.max()) + 1 if used.numel() else 1  # the widest mission still playing
         self.features, self.mask = self.features[:, :width], self.mask[:, :width]
@@ -333,10 +333,6 @@ class _MissionRows:
     def select(self, keep: list[int]) -> None:
         rows = torch.as_tensor(keep, dtype=torch.long, device=self.features.device)
         self.features, self.mask = self.features.index_select(0, rows), self.mask.index_select(0, rows)
-
-
-def _pad_mask(mask: torch.BoolTensor, width: int) -> torch.BoolTensor:
-    return torch.cat([mask, mask.new_zeros(mask.shape[0], width - mask.shape[1])], dim=1)
 
 
 def _select_rows(memory, keep: list[int]):
